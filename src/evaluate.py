@@ -1,0 +1,195 @@
+"""`evaluate` stage: sample completions for every test task from each policy, run them in the
+sandbox, score them with every metric and compare with the targets.
+
+    python -m src.evaluate --params params.yaml --data data/prepared --models models \
+        --metrics metrics/eval.json --samples data/eval --plots plots/eval
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import math
+import textwrap
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+from src.io import read_split, run_cli, write_json, write_jsonl
+from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
+from src.sandbox import Job, SandboxParams, execute
+
+TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
+
+
+@dataclasses.dataclass
+class EvaluateParams:
+    policies: list[str]              # model folders under --models, e.g. [sft, aligned]
+    max_tasks: int = bounded(0)      # 0 = every test task
+    n_samples: int = bounded(1)      # sampled completions per task
+    temperature: float = bounded(0)
+    top_p: float = bounded(0, 1)
+    max_new_tokens: int = bounded(1)
+    batch_size: int = bounded(1)
+    greedy: bool                     # also decode greedily once per task (pass@1_greedy)
+    ks: list[int]
+    text_tokenize: Literal["code", "whitespace"]
+    bertscore_model: str             # `minilm` = the packaged all-MiniLM-L6-v2; or a hub id / folder
+    bertscore_layers: int = bounded(1)
+    bertscore_batch_size: int = bounded(1)
+    codebleu_weights: list[float]
+    targets: dict[str, float]        # metric -> minimum; `met` says which are reached
+
+
+def body(code: str) -> str:
+    """A function body dedented so that AST-based metrics can parse it."""
+    return textwrap.dedent(code).strip("\n")
+
+
+def function_code(prompt: str, completion: str) -> str | None:
+    """The whole function without docstrings, for RUBY: its PDG needs a compilable unit, and the
+    docstring (shared by candidate and reference) would inflate the similarity. None when
+    prompt + completion does not parse."""
+    try:
+        tree = ast.parse(prompt + completion)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+def ruby_pair(prompt: str, completion: str, reference: str) -> tuple[float, str]:
+    """RUBY on whole functions; on the bodies (its string level) when the candidate does not parse."""
+    from src.metrics.ruby import ruby
+    cand, ref = function_code(prompt, completion), function_code(prompt, reference)
+    if cand is None or ref is None:
+        return ruby(body(completion), body(reference))
+    return ruby(cand, ref)
+
+
+def _stderr(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n) if n > 1 else 0.0
+
+
+def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] | None,
+                 p: EvaluateParams, sandbox: SandboxParams) -> tuple[dict, list[dict], dict]:
+    """Every metric for one policy; also the per-sample rows and pass@1 per family/difficulty."""
+    from src.metrics import passk, quality, text
+
+    flat = [(t, c) for t, cs in zip(tasks, samples) for c in cs]
+    g_flat = [(t, c) for t, c in zip(tasks, greedy or [])]
+    jobs = [Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat + g_flat]
+    results = execute(jobs, sandbox, progress=True)
+    res, g_res = results[:len(flat)], results[len(flat):]
+
+    counts: dict[str, tuple[int, int]] = {}
+    for (t, _), r in zip(flat, res):
+        n, c = counts.get(t["task_id"], (0, 0))
+        counts[t["task_id"]] = (n + 1, c + int(r.passed))
+    cands = [body(c) for _, c in flat]
+    refs = [body(t["canonical_solution"]) for t, _ in flat]
+    rb = [ruby_pair(t["prompt"], c, t["canonical_solution"]) for t, c in flat]
+    full = [t["prompt"] + c for t, c in flat]
+    m = {
+        **passk.pass_at_k_table(counts, p.ks),
+        "pass@1_stderr": passk.pass_at_1_stderr(counts),
+        "exec_score": sum(r.score for r in res) / len(res),
+        "bertscore": text.bertscore(cands, refs, p.bertscore_model, p.bertscore_layers, p.bertscore_batch_size),
+        "codebleu": text.codebleu(cands, refs, tuple(p.codebleu_weights)),
+        "bleu": text.bleu(cands, refs, p.text_tokenize),
+        "rouge": text.rouge_l(cands, refs, p.text_tokenize),
+        "ruby": sum(s for s, _ in rb) / len(rb),
+        **quality.quality_summary(full),
+    }
+    if g_res:
+        m["pass@1_greedy"] = sum(r.passed for r in g_res) / len(g_res)
+        m["pass@1_greedy_stderr"] = _stderr(m["pass@1_greedy"], len(g_res))
+
+    groups: dict[str, list[float]] = defaultdict(list)
+    for t in tasks:
+        n, c = counts[t["task_id"]]
+        for key in ("family", "difficulty"):
+            if t.get(key) is not None:
+                groups[f"{key}={t[key]}"].append(c / n)
+    by_group = {g: sum(v) / len(v) for g, v in sorted(groups.items())}
+
+    status = defaultdict(int)
+    for r in res:
+        status[r.status] += 1
+    m["status"] = dict(sorted(status.items()))
+    rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **r.to_dict(), "ruby_level": lvl}
+            for (t, c), r, (_, lvl) in zip(flat, res, rb)]
+    rows += [{"task_id": t["task_id"], "completion": c, "greedy": True, **r.to_dict()}
+             for (t, c), r in zip(g_flat, g_res)]
+    m["ruby_levels"] = {lvl: sum(1 for _, x in rb if x == lvl) for lvl in ("graph", "tree", "string")}
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}, rows, by_group
+
+
+def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, samples_dir: str,
+         plots_dir: str) -> dict:
+    raw = read_params(params_path)
+    base = parse_section(BaseParams, raw.get("base"), "base")
+    sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
+    p = parse_section(EvaluateParams, raw.get("evaluate"), "evaluate")
+
+    import torch  # noqa: F401  (seed_everything seeds torch once it is imported)
+
+    from src.generation import generate
+    from src.models import load_policy
+
+    seed_everything(base.seed, base.num_threads)
+    tasks = read_split(Path(data_dir) / "test.jsonl", TASK_FIELDS)
+    if p.max_tasks:
+        tasks = tasks[:p.max_tasks]
+    prompts = [t["prompt"] for t in tasks]
+    out: dict = {"targets": dict(p.targets), "met": {}, "tasks": len(tasks), "n_samples": p.n_samples}
+    bars, passk_rows, group_rows = [], [], []
+    for name in p.policies:
+        t0 = time.time()
+        model, tok = load_policy(str(Path(models_dir) / name))
+        samples = generate(model, tok, prompts, p.n_samples, p.temperature, p.top_p, p.max_new_tokens,
+                           p.batch_size, base.seed, progress=True)
+        greedy = None
+        if p.greedy:
+            greedy = [g[0] for g in generate(model, tok, prompts, 1, 0.0, 1.0, p.max_new_tokens,
+                                             p.batch_size, base.seed, progress=True)]
+        metrics, rows, by_group = score_policy(tasks, samples, greedy, p, sandbox)
+        write_jsonl(Path(samples_dir) / f"{name}.jsonl", rows)
+        out[name] = metrics
+        out["met"][name] = {k: bool(metrics.get(k, -1) >= v) for k, v in p.targets.items()}
+        bars += [{"policy": name, "metric": k, "value": metrics.get(k), "target": v} for k, v in p.targets.items()]
+        passk_rows += [{"policy": name, "k": int(k.split("@")[1]), "pass_at_k": v}
+                       for k, v in metrics.items() if k.startswith("pass@") and k.split("@")[1].isdigit()]
+        group_rows += [{"policy": name, "group": g, "pass@1": round(v, 4)} for g, v in by_group.items()]
+        print(f"evaluate {name}: {time.time() - t0:.0f}s " + ", ".join(
+            f"{k}={v}" for k, v in metrics.items() if not isinstance(v, dict)))
+    if "sft" in p.policies and len(p.policies) > 1:
+        out["delta"] = {n: {k: round(v - out["sft"][k], 4) for k, v in out[n].items()
+                            if isinstance(v, float) and isinstance(out["sft"].get(k), float)}
+                        for n in p.policies if n != "sft"}
+    write_json(metrics_path, out)
+    write_json(Path(plots_dir) / "targets.json", bars)
+    write_json(Path(plots_dir) / "pass_at_k.json", passk_rows)
+    write_json(Path(plots_dir) / "by_group.json", group_rows)
+    return out
+
+
+def cli(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--models", default="models")
+    ap.add_argument("--metrics", default="metrics/eval.json")
+    ap.add_argument("--samples", default="data/eval")
+    ap.add_argument("--plots", default="plots/eval")
+    a = ap.parse_args(argv)
+    run_cli(lambda: main(a.params, a.data, a.models, a.metrics, a.samples, a.plots))
+
+
+if __name__ == "__main__":
+    cli()

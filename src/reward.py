@@ -1,0 +1,151 @@
+"""`reward` stage: sample completions of the train tasks from the SFT policy, run them in the sandbox,
+turn them (and human preference judgments) into preference pairs, and train the two-head reward model.
+
+    python -m src.reward --params params.yaml --data data/prepared --sft models/sft \
+        --feedback data/human_feedback --out-data data/reward --out-model models/reward \
+        --metrics metrics/reward.json --plots plots/reward
+
+Outputs: data/reward/samples.jsonl (every sample with its execution result), task_stats.jsonl (the
+SFT pass rate per task: the online methods train on tasks it solves sometimes, not always or never),
+pairs_{train,val}.jsonl (TRL preference format, `source` = execution | simulated | human).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+from src.io import UserError, read_split, run_cli, write_json, write_jsonl
+from src.pairs import (PairParams, build_pairs, pair_stats, read_human_feedback, simulate_human_feedback,
+                       split_pairs)
+from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
+from src.reward_model import RewardModelParams
+from src.sandbox import Job, SandboxParams, execute
+
+TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
+
+
+@dataclasses.dataclass
+class RewardParams(PairParams, RewardModelParams):
+    max_tasks: int = bounded(0)          # train tasks to sample (0 = all)
+    samples_per_task: int = bounded(2)
+    temperature: float = bounded(0)
+    top_p: float = bounded(0, 1)
+    max_new_tokens: int = bounded(1)
+    gen_batch_size: int = bounded(1)
+    # simulated: a seeded rule-based annotator (never called human); file: only real judgments
+    # from the feedback folder; both: real judgments plus simulated ones
+    human_feedback: Literal["simulated", "file", "both"]
+
+
+def sample_and_execute(tasks, model, tok, p: RewardParams, sandbox: SandboxParams, seed: int) -> list[dict]:
+    from src.generation import generate
+    from src.metrics.quality import syntax_valid
+
+    completions = generate(model, tok, [t["prompt"] for t in tasks], p.samples_per_task, p.temperature,
+                           p.top_p, p.max_new_tokens, p.gen_batch_size, seed, progress=True)
+    flat = [(t, c) for t, cs in zip(tasks, completions) for c in cs]
+    results = execute([Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat], sandbox, progress=True)
+    return [{"task_id": t["task_id"], "prompt": t["prompt"], "completion": c, "score": r.score,
+             "status": r.status, "passed": r.passed, "syntax_ok": syntax_valid(t["prompt"] + c)}
+            for (t, c), r in zip(flat, results)]
+
+
+def task_stats(samples: list[dict]) -> list[dict]:
+    by = defaultdict(list)
+    for s in samples:
+        by[s["task_id"]].append(s["passed"])
+    return [{"task_id": t, "n": len(v), "passed": sum(v), "pass_rate": sum(v) / len(v)} for t, v in by.items()]
+
+
+def human_pairs(p: RewardParams, samples: list[dict], feedback_dir: str, seed: int) -> list[dict]:
+    real = read_human_feedback(feedback_dir) if p.human_feedback in ("file", "both") else []
+    if p.human_feedback == "file" and not real:
+        raise UserError(f"{feedback_dir}: reward.human_feedback is 'file' but the folder holds no judgments")
+    sim = (simulate_human_feedback(samples, p.simulated_noise, p.max_pairs_per_task, seed)
+           if p.human_feedback in ("simulated", "both") else [])
+    return real + sim
+
+
+def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_data: str, out_model: str,
+         metrics_path: str, plots_dir: str) -> dict:
+    raw = read_params(params_path)
+    base = parse_section(BaseParams, raw.get("base"), "base")
+    sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
+    p = parse_section(RewardParams, raw.get("reward"), "reward")
+
+    import torch  # noqa: F401  (seeded by seed_everything once imported)
+
+    from src.models import load_policy
+    from src.reward_model import TwoHeadRewardModel, evaluate_pairs, train_reward_model
+    from src.training import dvclive_logger
+
+    seed_everything(base.seed, base.num_threads)
+    tasks = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
+    if p.max_tasks:
+        tasks = tasks[:p.max_tasks]
+    policy, tok = load_policy(sft_dir)
+    samples = sample_and_execute(tasks, policy, tok, p, sandbox, base.seed)
+    del policy
+    stats = task_stats(samples)
+
+    pairs = build_pairs(samples, p.max_pairs_per_task, p.tie_breakers, base.seed) + \
+        human_pairs(p, samples, feedback_dir, base.seed)
+    train, val = split_pairs(pairs, p.val_frac, base.seed)
+    out = Path(out_data)
+    write_jsonl(out / "samples.jsonl", samples)
+    write_jsonl(out / "task_stats.jsonl", stats)
+    write_jsonl(out / "pairs_train.jsonl", train)
+    write_jsonl(out / "pairs_val.jsonl", val)
+
+    def split(rows):
+        return [r for r in rows if r["source"] == "execution"], [r for r in rows if r["source"] != "execution"]
+
+    exec_train, hf_train = split(train)
+    exec_val, hf_val = split(val)
+    model, rm_tok = TwoHeadRewardModel.from_params(p, sft_dir, base.seed)
+    live, log = dvclive_logger(plots_dir)
+    fit = train_reward_model(model, rm_tok, exec_train, hf_train, p, seed=base.seed, log=log)
+    live.end()
+    model.save(out_model, rm_tok, {"base": dataclasses.asdict(base), "reward": dataclasses.asdict(p)})
+
+    rates = [s["pass_rate"] for s in stats]
+    metrics = {
+        "human_feedback": p.human_feedback,  # says whether the human head saw real or simulated judgments
+        "samples": len(samples),
+        "sft_train_pass@1": round(sum(rates) / len(rates), 4),
+        "tasks_informative": sum(0 < r < 1 for r in rates),  # kept for the online methods
+        "tasks": len(rates),
+        "pairs": pair_stats(pairs),
+        "val_accuracy": {
+            "overall": evaluate_pairs(model, rm_tok, val, "score"),
+            "execution": evaluate_pairs(model, rm_tok, exec_val, "preference"),
+            "human" if p.human_feedback == "file" else "human_or_simulated":
+                evaluate_pairs(model, rm_tok, hf_val, "human") if p.use_human_logits else None,
+        },
+        "train_steps": fit["steps"],
+    }
+    write_json(metrics_path, metrics)
+    print(f"reward: {len(samples)} samples, {len(pairs)} pairs, val accuracy "
+          f"{metrics['val_accuracy']['overall']['accuracy']}")
+    return metrics
+
+
+def cli(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--sft", default="models/sft")
+    ap.add_argument("--feedback", default="data/human_feedback")
+    ap.add_argument("--out-data", default="data/reward")
+    ap.add_argument("--out-model", default="models/reward")
+    ap.add_argument("--metrics", default="metrics/reward.json")
+    ap.add_argument("--plots", default="plots/reward")
+    a = ap.parse_args(argv)
+    run_cli(lambda: main(a.params, a.data, a.sft, a.feedback, a.out_data, a.out_model, a.metrics, a.plots))
+
+
+if __name__ == "__main__":
+    cli()

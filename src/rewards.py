@@ -1,0 +1,104 @@
+"""The composite reward for code completions: syntax validity, execution (fraction of asserts passed
+in the sandbox), semantic similarity to the reference and the reward model's preference score.
+
+Contract (as TRL's GRPO reward functions): `reward(prompts, completions, **task_columns) -> list[float]`,
+where task_columns hold `test`, `entry_point` and `canonical_solution` per completion. Pure Python:
+the reward model is injected as a scorer callable, so this module never imports torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import textwrap
+from typing import Callable, Literal, Sequence
+
+from src.generation import truncate_completion
+from src.metrics.quality import syntax_valid
+from src.params import bounded
+from src.sandbox import Job, SandboxParams, execute
+
+COMPONENTS = ("syntax", "execution", "semantic", "preference")
+# Only a program that ran to completion earns execution credit; a timeout, a crash of the harness
+# child, a memory blow-up or a forbidden action scores 0 even if some asserts had passed.
+CREDITED = ("passed", "failed", "runtime_error")
+
+
+@dataclasses.dataclass
+class CompositeParams:
+    """Weights of the components (0 = not computed) and how the semantic one is measured."""
+    syntax: float = bounded(0)
+    execution: float = bounded(0)
+    semantic: float = bounded(0)
+    preference: float = bounded(0)
+    semantic_metric: Literal["codebleu", "bertscore"]
+    bertscore_model: str            # `minilm` = the packaged all-MiniLM-L6-v2; or a hub id / folder
+    bertscore_layers: int = bounded(1)
+    bertscore_batch_size: int = bounded(1)
+
+
+def _body(code: str) -> str:
+    return textwrap.dedent(code).strip("\n")
+
+
+class CompositeReward:
+    """Weighted sum of the components; a component whose weight is 0 is never computed.
+
+    `last` holds the per-component values of the latest call (for per-step logging).
+    """
+
+    def __init__(self, params: CompositeParams, sandbox: SandboxParams,
+                 preference_scorer: Callable[[list[str]], list[float]] | None = None):
+        self.w = {c: getattr(params, c) for c in COMPONENTS}
+        self.p = params
+        self.sandbox = sandbox
+        self.preference_scorer = preference_scorer
+        if self.w["preference"] and preference_scorer is None:
+            raise ValueError("a preference weight needs a reward-model scorer")
+        self.last: dict[str, list[float]] = {}
+        self.__name__ = "composite"  # TRL names reward functions by __name__
+
+    def syntax(self, prompts, completions, **_) -> list[float]:
+        return [float(syntax_valid(p + c)) for p, c in zip(prompts, completions)]
+
+    def execution(self, prompts, completions, test, entry_point, **_) -> list[float]:
+        jobs = [Job(p, c, t, e) for p, c, t, e in zip(prompts, completions, test, entry_point)]
+        return [r.score if r.status in CREDITED else 0.0 for r in execute(jobs, self.sandbox)]
+
+    def semantic(self, prompts, completions, canonical_solution, **_) -> list[float]:
+        cands, refs = [_body(c) for c in completions], [_body(r) for r in canonical_solution]
+        if self.p.semantic_metric == "bertscore":
+            from src.metrics.text import bertscore_per_sample
+            return list(bertscore_per_sample(cands, refs, self.p.bertscore_model, self.p.bertscore_layers,
+                                             self.p.bertscore_batch_size))
+        from src.metrics.text import codebleu
+        return [codebleu([c], [r]) if c.strip() else 0.0 for c, r in zip(cands, refs)]
+
+    def preference(self, prompts, completions, **_) -> list[float]:
+        # the reward model's logit squashed to (0, 1), the scale of the other components
+        return [1 / (1 + math.exp(-s)) for s in self.preference_scorer([p + c for p, c in zip(prompts, completions)])]
+
+    def components(self, prompts: Sequence[str], completions: Sequence[str], **cols) -> dict[str, list[float]]:
+        # a trainer's raw sample may run past the function body: score only the body, as evaluate does
+        completions = [truncate_completion(c) for c in completions]
+        return {c: getattr(self, c)(list(prompts), completions, **cols) for c in COMPONENTS if self.w[c]}
+
+    def __call__(self, prompts, completions, **cols) -> list[float]:
+        self.last = self.components(prompts, completions, **cols)
+        total = [0.0] * len(completions)
+        for name, values in self.last.items():
+            total = [t + self.w[name] * v for t, v in zip(total, values)]
+        return total
+
+    def trl_reward_funcs(self) -> tuple[list[Callable], list[float]]:
+        """One function per non-zero component with its weight, so TRL logs each component per step."""
+        funcs, weights = [], []
+        for name in COMPONENTS:
+            if self.w[name]:
+                f = getattr(self, name)
+
+                def fn(prompts, completions, _f=f, **cols):
+                    return _f(list(prompts), [truncate_completion(c) for c in completions], **cols)
+                fn.__name__ = name
+                funcs.append(fn)
+                weights.append(self.w[name])
+        return funcs, weights

