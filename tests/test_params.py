@@ -69,13 +69,22 @@ def test_unknown_section_and_bad_yaml(tmp_path):
 def test_repository_params_are_valid():
     """Every section of the committed params.yaml validates against its stage's dataclass."""
     from src.evaluate import EvaluateParams
+    from src.ppo import PPOParams
+    from src.ppo_or_dpo import AlignParams
+    from src.prepare import PrepareParams
+    from src.reward import RewardParams
+    from src.rewards import CompositeParams
     from src.sandbox import SandboxParams
     from src.sft import SFTParams
 
     raw = read_params(ROOT / "params.yaml")
-    for cls, name in [(BaseParams, "base"), (SandboxParams, "sandbox"), (SFTParams, "sft"),
+    for cls, name in [(BaseParams, "base"), (SandboxParams, "sandbox"), (PrepareParams, "prepare"),
+                      (SFTParams, "sft"), (RewardParams, "reward"), (AlignParams, "ppo_or_dpo"),
                       (EvaluateParams, "evaluate")]:
         parse_section(cls, raw[name], name)
+    align = raw["ppo_or_dpo"]
+    parse_section(CompositeParams, align["composite"], "ppo_or_dpo.composite")
+    parse_section(PPOParams, {**align["ppo"], "seed": 0}, "ppo_or_dpo.ppo")
     assert load_section(BaseParams, "base", ROOT / "params.yaml").seed == raw["base"]["seed"]
 
 
@@ -85,3 +94,19 @@ def test_trl_config_rejects_unknown_key():
     from src.training import trl_config
     with pytest.raises(UserError, match="params key 'sft.train.learnin_rate' is not a SFTConfig option"):
         trl_config(SFTConfig, "sft.train", {"learnin_rate": 0.1}, output_dir="x")
+
+
+def test_repository_trainer_sections_build_trl_configs(tmp_path):
+    """The TRL sub-sections of params.yaml are accepted by the trainers' own config classes."""
+    from trl import DPOConfig, GRPOConfig, SFTConfig
+
+    from src.training import trl_config
+
+    raw = read_params(ROOT / "params.yaml")
+    align = raw["ppo_or_dpo"]
+    for cls, key, values in [(SFTConfig, "sft.train", raw["sft"]["train"]),
+                             (DPOConfig, "ppo_or_dpo.dpo", align["dpo"]),
+                             (GRPOConfig, "ppo_or_dpo.grpo", align["grpo"]),
+                             (SFTConfig, "ppo_or_dpo.sft_more", align["sft_more"])]:
+        cfg = trl_config(cls, key, values, output_dir=str(tmp_path))
+        assert cfg.bf16 is False and cfg.gradient_checkpointing is False, key

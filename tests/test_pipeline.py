@@ -13,9 +13,18 @@ from tests.conftest import ROOT
 
 TINY = {
     "prepare": {"n_train": 60, "n_val": 10, "n_test": 8},
-    "sft": {"vocab_size": 300, "corpus_stdlib_mb": 0.0, "n_layer": 1, "d_model": 32, "n_head": 2,
+    "sft": {"vocab_size": 300, "corpus_stdlib_mb": 0.0, "n_layer": 2, "d_model": 32, "n_head": 2,
             "d_ff": 64, "max_len": 256,
             "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "logging_steps": 1}},
+    "reward": {"max_tasks": 16, "samples_per_task": 3, "max_new_tokens": 24, "gen_batch_size": 32,
+               "epochs": 1, "batch_size": 8, "max_length": 128},
+    "ppo_or_dpo": {"filter_prompts": False, "max_prompts": 8,
+                   "dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "max_length": 256,
+                           "logging_steps": 1},
+                   "grpo": {"num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 16,
+                            "max_steps": 2, "logging_steps": 1},
+                   "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 16},
+                   "sft_more": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1}},
     "evaluate": {"n_samples": 2, "max_new_tokens": 24, "ks": [1, 2], "batch_size": 16},
 }
 
@@ -31,10 +40,11 @@ def tiny_repo(tmp_path: Path, overrides: dict = TINY) -> Path:
     """A git+DVC copy of the project (code and config only) with tiny params, committed."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("src", ".dvc", "dvc.yaml", ".gitignore"):
+    for name in ("src", ".dvc", "dvc.yaml", ".gitignore", "data"):
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache", "prepared",
+                                                                        "eval", "reward"))
         else:
             shutil.copy(src, repo / name)
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
@@ -60,14 +70,20 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     assert prepared["counts"]["train"] == 60
     sft = json.loads((repo / "metrics/sft.json").read_text())
     assert sft["steps"] >= 1 and sft["train_loss"] > 0
+    reward = json.loads((repo / "metrics/reward.json").read_text())
+    assert reward["human_feedback"] == "simulated" and reward["samples"] == 16 * 3
+    assert json.loads((repo / "metrics/ppo_or_dpo.json").read_text())["method"] == "dpo"
     ev = json.loads((repo / "metrics/eval.json").read_text())
-    for key in ("pass@1", "pass@2", "pass@1_greedy", "pass@1_stderr", "bertscore", "codebleu", "bleu",
-                "rouge", "ruby", "syntax_valid"):
-        assert 0.0 <= ev["sft"][key] <= 1.0, key
-    assert set(ev["met"]["sft"]) == set(ev["targets"])
-    assert (repo / "models/sft/resolved_params.json").exists()
-    rows = [json.loads(x) for x in (repo / "data/eval/sft.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 * 2 + 8
+    for policy in ("sft", "aligned"):
+        for key in ("pass@1", "pass@2", "pass@1_greedy", "pass@1_stderr", "bertscore", "codebleu", "bleu",
+                    "rouge", "ruby", "syntax_valid"):
+            assert 0.0 <= ev[policy][key] <= 1.0, (policy, key)
+        assert set(ev["met"][policy]) == set(ev["targets"])
+        rows = [json.loads(x) for x in (repo / f"data/eval/{policy}.jsonl").read_text().splitlines()]
+        assert len(rows) == 8 * 2 + 8
+    assert ev["delta"]["aligned"]["pass@1"] == round(ev["aligned"]["pass@1"] - ev["sft"]["pass@1"], 4)
+    for model in ("sft", "reward", "aligned"):
+        assert (repo / "models" / model / "resolved_params.json").exists(), model
     for name in ("targets.json", "pass_at_k.json", "by_group.json"):
         assert json.loads((repo / "plots/eval" / name).read_text())
     assert (repo / "plots/sft/plots/metrics/loss.tsv").exists()
@@ -76,3 +92,17 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     # nothing left to do: every stage is up to date
     st = dvc(repo, "status")
     assert "up to date" in st.stdout, st.stdout
+
+
+@pytest.mark.parametrize("method", ["grpo", "ppo", "sft_more"])
+def test_dvc_exp_run_switches_the_alignment_method(tmp_path, method):
+    """`dvc exp run -S ppo_or_dpo.method=...` trains the aligned policy with that method."""
+    repo = tiny_repo(tmp_path)
+    r = dvc(repo, "exp", "run", "-S", f"ppo_or_dpo.method={method}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((repo / "metrics/ppo_or_dpo.json").read_text())
+    assert m["method"] == method and m["steps"] == 2
+    plots = repo / "plots/ppo_or_dpo/plots/metrics"
+    assert plots.exists() and any(plots.iterdir())
+    ev = json.loads((repo / "metrics/eval.json").read_text())
+    assert "pass@1" in ev["aligned"] and "delta" in ev
