@@ -133,6 +133,8 @@ class BaseParams:
     seed: int
     # Torch threads; 1 by default: 2 threads on a shared 2-core box were erratically slower.
     num_threads: int = bounded(1, 256)
+    checkpoint_steps: int = bounded(0)  # TRL trainers save every N optimizer steps (0 = never)
+    resume: bool                        # continue from the last checkpoint of the same params and data
 
 
 def seed_everything(seed: int, num_threads: int | None = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -76,12 +77,18 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
 
     from src.models import load_policy, save_policy
     from src.rewards import CompositeReward
-    from src.training import dvclive_callback, dvclive_logger, prompt_completion_rows, trl_config
+    from src.training import (checkpointing, dvclive_callback, dvclive_logger, file_digest, prompt_completion_rows,
+                              trl_config)
 
     seed_everything(base.seed, base.num_threads)
     policy, tok = load_policy(sft_dir)
     work = str(Path(out_dir).with_name(Path(out_dir).name + ".work"))
-    common = dict(output_dir=work, seed=base.seed, data_seed=base.seed, report_to="none", save_strategy="no")
+    inputs = [Path(data_dir) / "train.jsonl", *sorted(Path(reward_data).glob("*.jsonl")),
+              Path(sft_dir) / "model.safetensors"]
+    fingerprint = {"seed": base.seed, "threads": base.num_threads, "params": raw["ppo_or_dpo"],
+                   "inputs": file_digest(*[f for f in inputs if f.exists()])}
+    ckpt, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)
+    common = dict(output_dir=work, seed=base.seed, data_seed=base.seed, report_to="none", **ckpt)
     t0, extra = time.time(), {}
 
     def reward_fn():
@@ -116,7 +123,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
             trainer = SFTTrainer(model=policy, args=cfg, processing_class=tok, callbacks=[cb],
                                  train_dataset=Dataset.from_list(prompt_completion_rows(train)))
         tok.padding_side = "right"
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=resume or None)
         extra = {"train_loss": round(out.training_loss, 4), "steps": out.global_step}
         live.end()
         policy = trainer.model
@@ -130,7 +137,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
         cb, live = dvclive_callback(plots_dir)
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=cfg, processing_class=tok,
                               train_dataset=Dataset.from_list(tasks), callbacks=[cb])
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=resume or None)
         extra = {"train_loss": round(out.training_loss, 4), "steps": out.global_step, "prompts": len(tasks)}
         live.end()
         policy = trainer.model
@@ -158,6 +165,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
 
     if p.method != "ppo":
         save_policy(policy, tok, out_dir, {"base": dataclasses.asdict(base), "ppo_or_dpo": raw["ppo_or_dpo"]})
+    shutil.rmtree(work, ignore_errors=True)  # finished: checkpoints are no longer needed
     metrics = {"method": p.method, **extra}
     write_json(metrics_path, metrics)
     print(f"ppo_or_dpo: {metrics} in {time.time() - t0:.0f}s")

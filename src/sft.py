@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sysconfig
 import time
 from pathlib import Path
@@ -69,8 +70,13 @@ def build_policy(p: SFTParams, train_tasks: list[dict], seed: int):
     return models.load_policy(p.base_model, p.cache_dir)
 
 
-def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots_dir: str) -> dict:
-    """Train the SFT policy; write it to out_dir and its metrics to metrics_path."""
+def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots_dir: str,
+         callbacks: list | None = None) -> dict:
+    """Train the SFT policy; write it to out_dir and its metrics to metrics_path.
+
+    Checkpoints go to `<out_dir>.work` every base.checkpoint_steps; with base.resume a killed run
+    continues from the last one (same params and data only) and ends where an uninterrupted run would.
+    """
     raw = read_params(params_path)
     base = parse_section(BaseParams, raw.get("base"), "base")
     p = parse_section(SFTParams, raw.get("sft"), "sft")
@@ -80,7 +86,7 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     from trl import SFTConfig, SFTTrainer
 
     from src.models import save_policy
-    from src.training import dvclive_callback, prompt_completion_rows, trl_config
+    from src.training import checkpointing, dvclive_callback, file_digest, prompt_completion_rows, trl_config
 
     seed_everything(base.seed, base.num_threads)
     train = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
@@ -95,15 +101,20 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
                                  target_modules=p.lora_target_modules, task_type="CAUSAL_LM")
 
     work = Path(out_dir).with_name(Path(out_dir).name + ".work")
+    fingerprint = {"seed": base.seed, "threads": base.num_threads, "sft": dataclasses.asdict(p),
+                   "data": file_digest(Path(data_dir) / "train.jsonl", Path(data_dir) / "val.jsonl")}
+    ckpt, resume = checkpointing(str(work), fingerprint, base.checkpoint_steps, base.resume)
     cfg = trl_config(SFTConfig, "sft.train", p.train, output_dir=str(work), seed=base.seed,
-                     data_seed=base.seed, report_to="none", save_strategy="no")
+                     data_seed=base.seed, report_to="none", **ckpt)
     callback, live = dvclive_callback(plots_dir)
     trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, peft_config=peft_config,
                          train_dataset=Dataset.from_list(prompt_completion_rows(train)),
                          eval_dataset=Dataset.from_list(prompt_completion_rows(val)),
-                         callbacks=[callback])
+                         callbacks=[callback, *(callbacks or [])])
     t0 = time.time()
-    result = trainer.train()
+    if resume:
+        print(f"sft: resuming from the last checkpoint in {work}")
+    result = trainer.train(resume_from_checkpoint=resume or None)
     wall = time.time() - t0
     eval_loss = trainer.evaluate()["eval_loss"]
     live.end()
@@ -121,6 +132,7 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
         "base_model": p.base_model,
     }
     write_json(metrics_path, metrics)
+    shutil.rmtree(work, ignore_errors=True)  # finished: checkpoints are no longer needed
     print(f"sft: {metrics} in {wall:.0f}s")
     return metrics
 

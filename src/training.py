@@ -49,3 +49,37 @@ def dvclive_logger(plots_dir: str):
                 live.log_metric(k, v)
         live.next_step()
     return live, log
+
+
+def checkpointing(work_dir: str, fingerprint: dict, every: int, resume: bool) -> tuple[dict, bool]:
+    """Trainer kwargs that checkpoint every `every` steps into work_dir, and whether to resume.
+
+    A run resumes only from checkpoints made with the same params and data (the fingerprint), so a
+    changed experiment never continues a stale run; otherwise the folder starts empty.
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    work = Path(work_dir)
+    stamp = work / "fingerprint.json"
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    same = stamp.exists() and stamp.read_text() == text
+    has_ckpt = same and any(work.glob("checkpoint-*"))
+    if not (resume and has_ckpt):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        stamp.write_text(text)
+    kwargs = {"save_strategy": "steps", "save_steps": every, "save_total_limit": 1} if every else {"save_strategy": "no"}
+    return kwargs, resume and has_ckpt
+
+
+def file_digest(*paths) -> str:
+    """sha256 over files (for checkpoint fingerprints)."""
+    import hashlib
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -92,6 +92,13 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     # nothing left to do: every stage is up to date
     st = dvc(repo, "status")
     assert "up to date" in st.stdout, st.stdout
+    # the same params and seed give byte-identical metrics on a forced second run
+    first = {p.name: p.read_bytes() for p in (repo / "metrics").glob("*.json")}
+    r = dvc(repo, "repro", "--force")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    second = {p.name: p.read_bytes() for p in (repo / "metrics").glob("*.json")}
+    assert sorted(first) == ["eval.json", "ppo_or_dpo.json", "prepare.json", "reward.json", "sft.json"]
+    assert [n for n in first if first[n] != second[n]] == []
 
 
 @pytest.mark.parametrize("method", ["grpo", "ppo", "sft_more"])
