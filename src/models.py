@@ -83,7 +83,11 @@ def gguf_to_folder(alias: str, cache_dir: str | os.PathLike) -> Path:
     src = spec.submodule_search_locations[0]
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(src, gguf_file=fname)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=fname)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=fname, dtype="float32")
+    # the weights are dequantized on load; drop the GGUF marker so save_pretrained writes plain tensors
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -70,6 +70,12 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
     composite = parse_section(CompositeParams, p.composite, "ppo_or_dpo.composite")
     from src.ppo import PPOParams
     ppo_params = parse_section(PPOParams, {**p.ppo, "seed": base.seed}, "ppo_or_dpo.ppo") if p.method == "ppo" else None
+    from trl import DPOConfig, GRPOConfig, SFTConfig
+
+    from src.training import check_trl_keys
+    trl_sections = {"dpo": (DPOConfig, p.dpo), "grpo": (GRPOConfig, p.grpo), "sft_more": (SFTConfig, p.sft_more)}
+    if p.method in trl_sections:  # before any model loads: a typo fails at once
+        check_trl_keys(trl_sections[p.method][0], f"ppo_or_dpo.{p.method}", trl_sections[p.method][1])
 
     import copy
 
@@ -97,10 +103,13 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
 
     if p.method in ("dpo", "sft_more"):
         if p.method == "dpo":
-            from trl import DPOConfig, DPOTrainer
-            pairs = {s: read_split(Path(reward_data) / f"pairs_{s}.jsonl", PAIR_FIELDS) for s in ("train", "val")}
+            from trl import DPOTrainer
+            pairs = {"train": read_split(Path(reward_data) / "pairs_train.jsonl", PAIR_FIELDS),
+                     "val": read_jsonl(Path(reward_data) / "pairs_val.jsonl", PAIR_FIELDS)}
             if p.dpo_pairs == "execution":
                 pairs = {s: [r for r in rows if r["source"] == "execution"] for s, rows in pairs.items()}
+            if not pairs["train"]:
+                raise UserError(f"{reward_data}/pairs_train.jsonl: no {p.dpo_pairs} pairs to train DPO on")
             if p.dpo_rerank:
                 score = load_scorer(rm_dir, p.rm_batch_size)
                 for rows in pairs.values():
@@ -116,7 +125,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
             trainer = DPOTrainer(model=policy, args=cfg, processing_class=tok, train_dataset=ds["train"],
                                  eval_dataset=ds["val"] if len(ds["val"]) else None, callbacks=[cb])
         else:
-            from trl import SFTConfig, SFTTrainer
+            from trl import SFTTrainer
             train = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
             cfg = trl_config(SFTConfig, "ppo_or_dpo.sft_more", p.sft_more, **common)
             cb, live = dvclive_callback(plots_dir)
@@ -128,7 +137,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
         live.end()
         policy = trainer.model
     elif p.method == "grpo":
-        from trl import GRPOConfig, GRPOTrainer
+        from trl import GRPOTrainer
         tasks = online_prompts(read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS),
                                Path(reward_data) / "task_stats.jsonl", p)
         reward = reward_fn()

@@ -40,6 +40,8 @@ class PrepareParams:
     heldout_combo_frac: float = bounded(0.0, 0.9)   # share of level-2/3 op combinations never in train
     heldout_family: Optional[str]      # a synthetic family kept out of train entirely
     split_fracs: list[float]           # jsonl: train/val/test shares, summing to 1
+    # replaces the test split: `humaneval` trains on the source (e.g. mbpp) and evaluates on HumanEval
+    test_source: Optional[Literal["humaneval"]]
 
 
 def validate(p: PrepareParams) -> None:
@@ -65,6 +67,14 @@ def validate(p: PrepareParams) -> None:
 
 def load_source(p: PrepareParams, seed: int) -> tuple[dict[str, list[dict]], list[str]]:
     """Tasks per split before checking, and the ids of records that could not be converted."""
+    splits, unconverted = _load_source(p, seed)
+    if p.test_source == "humaneval":
+        from src.tasks import loaders
+        splits["test"] = loaders.load_humaneval()
+    return splits, unconverted
+
+
+def _load_source(p: PrepareParams, seed: int) -> tuple[dict[str, list[dict]], list[str]]:
     if p.source == "synthetic":
         counts = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
         try:

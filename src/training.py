@@ -9,12 +9,17 @@ from typing import Any
 from src.io import UserError
 
 
-def trl_config(config_cls, section: str, values: dict[str, Any], **fixed):
-    """Build a TRL/transformers config dataclass from params; an unknown key names `section.key`."""
+def check_trl_keys(config_cls, section: str, values: dict[str, Any]) -> None:
+    """An unknown key of a TRL/transformers config section fails naming `section.key`."""
     known = {f.name for f in dataclasses.fields(config_cls)}
     for key in values:
         if key not in known:
             raise UserError(f"params key '{section}.{key}' is not a {config_cls.__name__} option")
+
+
+def trl_config(config_cls, section: str, values: dict[str, Any], **fixed):
+    """Build a TRL/transformers config dataclass from params (keys checked by check_trl_keys)."""
+    check_trl_keys(config_cls, section, values)
     try:
         return config_cls(**values, **fixed)
     except (TypeError, ValueError) as e:
