@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv sysdeps repro test bench clean-venv
+.PHONY: venv sysdeps repro test bench label clean-venv
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ sysdeps:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || \
 	  echo "warning: bubblewrap not installed; the sandbox falls back to its weaker process backend"; }
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	  echo "warning: chromium not installed; the labelling page's browser test is skipped"; }
 
 repro: venv sysdeps
 	PATH=$(abspath $(VENV))/bin:$$PATH dvc repro
@@ -39,6 +42,13 @@ test: venv sysdeps
 
 bench: venv sysdeps
 	PATH=$(abspath $(VENV))/bin:$$PATH python bench/bench_execute.py
+
+# The labelling page on 127.0.0.1:<label.port>. Samples come from the reward stage: built here only if
+# missing (a clean clone runs prepare, sft, reward), since new judgments make reward stale on purpose.
+ANNOTATOR ?=
+label: venv sysdeps
+	@test -f data/reward/samples.jsonl || PATH=$(abspath $(VENV))/bin:$$PATH dvc repro reward
+	$(PY) -m src.label $(if $(ANNOTATOR),--annotator $(ANNOTATOR)) $(LABEL_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,5 +1,4 @@
-"""The labelling page: a local web page on which a person compares two completions of a task and
-records which is better; the judgments train the reward model's human head.
+"""The labelling page: judge pairs of completions in a local web page (for the reward model's human head).
 
     python -m src.label --params params.yaml --samples data/reward/samples.jsonl \
         --feedback data/human_feedback --tasks data/prepared/train.jsonl [--annotator NAME] [--port N]
@@ -20,6 +19,7 @@ import argparse
 import dataclasses
 import ipaddress
 import json
+import signal
 import socket
 import sys
 import threading
@@ -94,6 +94,8 @@ class LabelApp:
                                  seed)
         self.tasks = {}
         if p.rerun and tasks_path and Path(tasks_path).exists():
+            if sandbox is None:
+                raise ValueError("re-running needs the sandbox params")
             self.tasks = {t["task_id"]: t for t in read_jsonl(tasks_path, TASK_FIELDS)}
         self._lock = threading.Lock()
         self._orders: dict[str, list[Pair]] = {}
@@ -354,6 +356,10 @@ def build_app(params_path: str, samples: str, feedback: str, tasks: str | None, 
     return LabelApp(samples, feedback, p, base.seed, tasks, sandbox, annotator), p
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def serve(params_path: str, samples: str, feedback: str, tasks: str | None, annotator: str | None = None,
           host: str | None = None, port: int | None = None, strategy: str | None = None,
           allow_remote: bool = False, verbose: bool = False) -> None:
@@ -361,10 +367,12 @@ def serve(params_path: str, samples: str, feedback: str, tasks: str | None, anno
     app, p = build_app(params_path, samples, feedback, tasks, annotator,
                        {"host": host, "port": port, "strategy": strategy})
     srv = make_server(app, p.host, p.port, allow_remote, verbose)
-    print(f"labelling {len(app.pool)} pairs ({p.strategy}) from {samples}; judgments go to {feedback}/<annotator>.jsonl")
+    print(f"labelling {len(app.pool)} pairs ({p.strategy}) from {samples}; "
+          f"judgments go to {feedback}/<annotator>.jsonl")
     if p.rerun and not app.tasks:
         print(f"note: {tasks} not found: results on request show the stored scores only")
     print(f"open {url_of(srv, annotator)}  (Ctrl-C to stop)", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)   # `kill` stops it as cleanly as Ctrl-C
     try:
         srv.serve_forever()
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ import yaml
 
 from src.io import UserError
 
-SECTIONS = ("base", "prepare", "sandbox", "sft", "reward", "ppo_or_dpo", "evaluate")
+SECTIONS = ("base", "prepare", "sandbox", "sft", "reward", "ppo_or_dpo", "evaluate", "label")
 T = TypeVar("T")
 
 

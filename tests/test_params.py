@@ -69,6 +69,7 @@ def test_unknown_section_and_bad_yaml(tmp_path):
 def test_repository_params_are_valid():
     """Every section of the committed params.yaml validates against its stage's dataclass."""
     from src.evaluate import EvaluateParams
+    from src.label import LabelParams
     from src.ppo import PPOParams
     from src.ppo_or_dpo import AlignParams
     from src.prepare import PrepareParams
@@ -80,7 +81,7 @@ def test_repository_params_are_valid():
     raw = read_params(ROOT / "params.yaml")
     for cls, name in [(BaseParams, "base"), (SandboxParams, "sandbox"), (PrepareParams, "prepare"),
                       (SFTParams, "sft"), (RewardParams, "reward"), (AlignParams, "ppo_or_dpo"),
-                      (EvaluateParams, "evaluate")]:
+                      (EvaluateParams, "evaluate"), (LabelParams, "label")]:
         parse_section(cls, raw[name], name)
     align = raw["ppo_or_dpo"]
     parse_section(CompositeParams, align["composite"], "ppo_or_dpo.composite")

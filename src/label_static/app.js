@@ -130,6 +130,8 @@ function setBusy(busy) {
 
 async function judge(label) {
   if (state.busy || !state.pair) return;
+  // a clicked button keeps focus, and Space/Enter would then judge the next pair unseen
+  if (document.activeElement instanceof HTMLButtonElement) document.activeElement.blur();
   setBusy(true);
   try {
     const r = await api("/api/judge", {
