@@ -6,6 +6,7 @@ import re
 from typing import Sequence
 
 # A completion is a function body: it ends where a line starts at column 0 (a new def, print, ...).
+CACHE = "static"
 _TOP_LEVEL = re.compile(r"\n(?=\S)")
 
 
@@ -56,7 +57,7 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, top_k=None,
-                                 stopping_criteria=[_stopper(tokenizer, enc.input_ids.shape[1])], **kwargs)
+                                 stopping_criteria=[_stopper(tokenizer, enc.input_ids.shape[1])], cache_implementation=CACHE, **kwargs)
         texts = tokenizer.batch_decode(ids[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
         for (i, _), t in zip(chunk, texts):
             out[i].append(truncate_completion(t))

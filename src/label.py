@@ -376,7 +376,7 @@ def serve(params_path: str, samples: str, feedback: str, tasks: str | None, anno
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
-        print("\nstopped; add the judgments to DVC with `dvc add data/human_feedback`")
+        print("\nstopped; track the judgments with `dvc add data/human_feedback/<annotator>.jsonl`")
     finally:
         srv.server_close()
 

@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import ROOT
 
 TINY = {
+    "base": {"num_threads": 1},
     "prepare": {"n_train": 60, "n_val": 10, "n_test": 8},
     "sft": {"vocab_size": 300, "corpus_stdlib_mb": 0.0, "n_layer": 2, "d_model": 32, "n_head": 2,
             "d_ff": 64, "max_len": 256,
@@ -92,6 +93,14 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     # nothing left to do: every stage is up to date
     st = dvc(repo, "status")
     assert "up to date" in st.stdout, st.stdout
+    # a new annotator's judgments, tracked by DVC, make the reward stage (and what follows) stale
+    (repo / "data/human_feedback/ann.jsonl").write_text(json.dumps(
+        {"prompt": "def f():\n", "chosen": "    return 1\n", "rejected": "    pass\n", "annotator": "ann"}) + "\n")
+    assert dvc(repo, "add", "data/human_feedback/ann.jsonl").returncode == 0
+    st = dvc(repo, "status")
+    assert "reward:" in st.stdout and "prepare:" not in st.stdout and "sft:" not in st.stdout, st.stdout
+    (repo / "data/human_feedback/ann.jsonl").unlink()
+    (repo / "data/human_feedback/ann.jsonl.dvc").unlink()
     # the same params and seed give byte-identical metrics on a forced second run
     first = {p.name: p.read_bytes() for p in (repo / "metrics").glob("*.json")}
     r = dvc(repo, "repro", "--force")
