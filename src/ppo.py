@@ -9,7 +9,8 @@ first top-level line, which ends a function body), and 0 after it.
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import os
+import random
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +24,8 @@ from src.io import UserError
 from src.params import bounded
 
 VALUE_HEAD_FILE = "value_head.safetensors"
+# One file per work folder, replaced at each save; named to match src.training.checkpointing's `checkpoint-*`.
+CHECKPOINT_FILE = "checkpoint-last.pt"
 
 
 # ---------------------------------------------------------------- losses (pure functions)
@@ -270,17 +273,107 @@ def reference_logprobs(ref, ids, attention, n_response: int, temperature: float)
 
 # ---------------------------------------------------------------- the loop
 
-def _index_stream(n: int, g: torch.Generator):
-    """Prompt indices forever: a fresh shuffle at each pass over the prompts."""
-    while True:
-        yield from torch.randperm(n, generator=g).tolist()
+class _IndexStream:
+    """Prompt indices forever: a fresh shuffle (drawn from `g`) at each pass over the prompts, drawn
+    only when the previous pass runs out. `pending` (the rest of the current pass) and `g`'s state
+    are all its state, so a checkpoint can store and restore it."""
+
+    def __init__(self, n: int, g: torch.Generator):
+        self.n, self.g, self.pending = n, g, []
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if not self.pending:
+                self.pending = torch.randperm(self.n, generator=self.g).tolist()
+            m = k - len(out)
+            out += self.pending[:m]
+            self.pending = self.pending[m:]
+        return out
+
+
+# ---------------------------------------------------------------- checkpoints (shared with src.reward_model)
+
+def rng_states() -> dict:
+    """The global RNG states: python, numpy, torch (and CUDA when present), in a form torch.load
+    reads with weights_only=True."""
+    states = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        states["numpy"] = [name, keys.tolist(), pos, has_gauss, cached]
+    except ImportError:
+        pass
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if "numpy" in states:
+        import numpy as np
+        name, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def save_checkpoint(folder, state: dict) -> None:
+    """torch.save `state` to folder/CHECKPOINT_FILE atomically: a killed save leaves the previous file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{CHECKPOINT_FILE}.tmp"  # not `checkpoint-*`: never taken for a checkpoint
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / CHECKPOINT_FILE)
+
+
+def load_checkpoint(folder) -> dict | None:
+    """The state saved in `folder`, or None when it holds none (tensors on the CPU)."""
+    path = Path(folder) / CHECKPOINT_FILE
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+def start_checkpointing(checkpoint_dir, checkpoint_steps: int, resume: bool, params: dict,
+                        free_keys: tuple[str, ...] = ()) -> dict | None:
+    """Check the checkpoint arguments; return the checkpoint to resume from, or None. Not resuming
+    removes a stale checkpoint, so it is never resumed later. A checkpoint made with other params
+    (`free_keys` aside, e.g. the run length) is an error, not a silent mix of two runs."""
+    if (checkpoint_steps or resume) and checkpoint_dir is None:
+        raise ValueError("checkpoint_steps and resume need a checkpoint_dir")
+    if checkpoint_dir is None:
+        return None
+    if not resume:
+        (Path(checkpoint_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
+        return None
+    ckpt = load_checkpoint(checkpoint_dir)
+    if ckpt is not None:
+        saved = {k: v for k, v in ckpt["params"].items() if k not in free_keys}
+        if saved != {k: v for k, v in params.items() if k not in free_keys}:
+            raise ValueError(f"{Path(checkpoint_dir) / CHECKPOINT_FILE} was made with other params: "
+                             f"{saved} != {params}")
+    return ckpt
 
 
 def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[dict], reward_fn,
-              params: PPOParams, log: Callable[[dict, int], None] | None = None) -> dict:
+              params: PPOParams, log: Callable[[dict, int], None] | None = None,
+              checkpoint_dir: str | os.PathLike | None = None, checkpoint_steps: int = 0,
+              resume: bool = False) -> dict:
     """Train `policy` in place with PPO against `reward_fn(prompts, completions, **columns)`, where the
     columns are the task rows' other fields. `ref_policy` (the SFT policy, a separate copy) is frozen.
-    `log(stats, step)` is called after every step; returns the last step's stats plus total timings."""
+    `log(stats, step)` is called after every step; returns the last step's stats plus total timings.
+
+    Checkpoints: every `checkpoint_steps` steps (0 = never) the whole loop state (policy with value
+    head, optimizer, KL coefficient, prompt order, RNGs, stats) goes to one file in `checkpoint_dir`,
+    written before that step's `log`. With `resume` and a checkpoint there, `policy` (as passed in,
+    e.g. freshly loaded) takes its weights and the loop continues at the next step: on CPU the
+    result is bit-identical to an uninterrupted run, provided `reward_fn` is deterministic. Without
+    `resume` an old checkpoint there is removed. Params other than `steps` must match the checkpoint's."""
     p = params
     if p.mini_batch_size > p.batch_size:
         raise UserError(f"params key 'mini_batch_size' ({p.mini_batch_size}) exceeds 'batch_size' ({p.batch_size})")
@@ -297,13 +390,26 @@ def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[
     optimizer = torch.optim.Adam(policy.parameters(), lr=p.learning_rate)
     kl_ctl = (AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl
               else FixedKLController(p.kl_coef))
-    stream = _index_stream(len(prompts), g)
+    stream = _IndexStream(len(prompts), g)
     totals: dict[str, float] = defaultdict(float)
     stats: dict = {}
-    for step in range(p.steps):
+    start = 0
+    run_params = {**dataclasses.asdict(p), "n_prompts": len(prompts)}
+    ckpt = start_checkpointing(checkpoint_dir, checkpoint_steps, resume, run_params, free_keys=("steps",))
+    if ckpt is not None:
+        policy.load_state_dict(ckpt["policy"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        vars(kl_ctl).update(ckpt["kl_controller"])
+        g.set_state(ckpt["generator"])
+        stream.pending = ckpt["pending"]
+        totals.update(ckpt["totals"])
+        stats = ckpt["stats"]
+        set_rng_states(ckpt["rng"])
+        start = ckpt["step"] + 1
+    for step in range(start, p.steps):
         # 1. rollout: sample bodies, then old logprobs, values and reference logprobs.
         t0 = time.perf_counter()
-        rows = [prompts[i] for i in itertools.islice(stream, p.batch_size)]
+        rows = [prompts[i] for i in stream.take(p.batch_size)]
         ids, attention, mask, completions = sample_responses(policy.model, tokenizer,
                                                              [r["prompt"] for r in rows], p, p.seed + step)
         n_resp = mask.shape[1]
@@ -350,9 +456,15 @@ def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[
                  "time_update_s": t4 - t3}
         kl_ctl.update(seq_kl, p.batch_size)
 
-        # 5. log
+        # 5. checkpoint, then log
         for k in ("time_generate_s", "time_forward_s", "time_reward_s", "time_update_s"):
             totals["total_" + k] += stats[k]
+        if checkpoint_steps and (step + 1) % checkpoint_steps == 0:
+            save_checkpoint(checkpoint_dir, {
+                "step": step, "params": run_params,
+                "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
+                "kl_controller": dict(vars(kl_ctl)), "generator": g.get_state(), "pending": stream.pending,
+                "totals": dict(totals), "stats": stats, "rng": rng_states()})
         if log is not None:
             log(stats, step)
     totals["total_time_s"] = sum(totals.values())

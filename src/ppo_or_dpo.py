@@ -90,8 +90,9 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
     policy, tok = load_policy(sft_dir)
     work = str(Path(out_dir).with_name(Path(out_dir).name + ".work"))
     inputs = [Path(data_dir) / "train.jsonl", *sorted(Path(reward_data).glob("*.jsonl")),
-              Path(sft_dir) / "model.safetensors"]
+              Path(sft_dir) / "model.safetensors", *sorted(Path(rm_dir).glob("*.safetensors"))]
     fingerprint = {"seed": base.seed, "threads": base.num_threads, "params": raw["ppo_or_dpo"],
+                   "sandbox": raw["sandbox"],
                    "inputs": file_digest(*[f for f in inputs if f.exists()])}
     ckpt, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)
     common = dict(output_dir=work, seed=base.seed, data_seed=base.seed, report_to="none", **ckpt)
@@ -121,14 +122,14 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
             ds = {s: Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
                   for s, rows in pairs.items()}
             cfg = trl_config(DPOConfig, "ppo_or_dpo.dpo", p.dpo, **common)
-            cb, live = dvclive_callback(plots_dir)
+            cb, live = dvclive_callback(plots_dir, resume)
             trainer = DPOTrainer(model=policy, args=cfg, processing_class=tok, train_dataset=ds["train"],
                                  eval_dataset=ds["val"] if len(ds["val"]) else None, callbacks=[cb])
         else:
             from trl import SFTTrainer
             train = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
             cfg = trl_config(SFTConfig, "ppo_or_dpo.sft_more", p.sft_more, **common)
-            cb, live = dvclive_callback(plots_dir)
+            cb, live = dvclive_callback(plots_dir, resume)
             trainer = SFTTrainer(model=policy, args=cfg, processing_class=tok, callbacks=[cb],
                                  train_dataset=Dataset.from_list(prompt_completion_rows(train)))
         tok.padding_side = "right"
@@ -143,7 +144,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
         reward = reward_fn()
         funcs, w = reward.trl_reward_funcs()
         cfg = trl_config(GRPOConfig, "ppo_or_dpo.grpo", p.grpo, reward_weights=w, **common)
-        cb, live = dvclive_callback(plots_dir)
+        cb, live = dvclive_callback(plots_dir, resume)
         trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=cfg, processing_class=tok,
                               train_dataset=Dataset.from_list(tasks), callbacks=[cb])
         out = trainer.train(resume_from_checkpoint=resume or None)
@@ -155,14 +156,15 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
         tasks = online_prompts(read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS),
                                Path(reward_data) / "task_stats.jsonl", p)
         reward = reward_fn()
-        live, log = dvclive_logger(plots_dir)
+        live, log = dvclive_logger(plots_dir, resume)
 
         def log_step(stats: dict, step: int) -> None:
             comps = {f"reward_{k}": sum(v) / len(v) for k, v in reward.last.items() if v}
             log({**stats, **comps}, step)
         ref = copy.deepcopy(policy)
         wrapped = PolicyWithValueHead(policy)
-        final = train_ppo(wrapped, ref, tok, tasks, reward, ppo_params, log=log_step)
+        final = train_ppo(wrapped, ref, tok, tasks, reward, ppo_params, log=log_step,
+                          checkpoint_dir=work, checkpoint_steps=base.checkpoint_steps, resume=resume)
         live.end()
         # timings go to stdout only: metrics must be byte-identical across identical runs
         extra = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items() if "time" not in k}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
@@ -80,7 +81,7 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
 
     from src.models import load_policy
     from src.reward_model import TwoHeadRewardModel, evaluate_pairs, train_reward_model
-    from src.training import dvclive_logger
+    from src.training import checkpointing, dvclive_logger, file_digest
 
     seed_everything(base.seed, base.num_threads)
     tasks = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
@@ -105,11 +106,18 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
 
     exec_train, hf_train = split(train)
     exec_val, hf_val = split(val)
+    work = str(Path(out_model).with_name(Path(out_model).name + ".work"))
+    inputs = [out / "pairs_train.jsonl", Path(sft_dir) / "model.safetensors"]
+    fingerprint = {"seed": base.seed, "threads": base.num_threads, "params": raw["reward"],
+                   "inputs": file_digest(*[f for f in inputs if f.exists()])}
+    _, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)
     model, rm_tok = TwoHeadRewardModel.from_params(p, sft_dir, base.seed)
-    live, log = dvclive_logger(plots_dir)
-    fit = train_reward_model(model, rm_tok, exec_train, hf_train, p, seed=base.seed, log=log)
+    live, log = dvclive_logger(plots_dir, resume)
+    fit = train_reward_model(model, rm_tok, exec_train, hf_train, p, seed=base.seed, log=log,
+                             checkpoint_dir=work, checkpoint_steps=base.checkpoint_steps, resume=resume)
     live.end()
     model.save(out_model, rm_tok, {"base": dataclasses.asdict(base), "reward": dataclasses.asdict(p)})
+    shutil.rmtree(work, ignore_errors=True)  # finished: checkpoints are no longer needed
 
     rates = [s["pass_rate"] for s in stats]
     metrics = {

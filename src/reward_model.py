@@ -305,7 +305,9 @@ def pairwise_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, center: floa
 
 def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[dict], human_pairs: list[dict],
                        params: RewardModelParams, *, seed: int,
-                       log: Callable[[dict], None] | None = None) -> dict:
+                       log: Callable[[dict], None] | None = None,
+                       checkpoint_dir: str | os.PathLike | None = None, checkpoint_steps: int = 0,
+                       resume: bool = False) -> dict:
     """Train both heads (and the backbone) Bradley–Terry; return training stats.
 
     One epoch = one pass over the execution pairs (loss on the preference head) and one over the
@@ -317,7 +319,18 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
 
     Args:
         log: called after every epoch with that epoch's losses and accuracies (e.g. for dvclive).
+        checkpoint_dir, checkpoint_steps: every `checkpoint_steps` optimizer steps (0 = never) the
+            loop state (model, optimizer, position in the epoch's batch order, RNGs, running sums)
+            goes to one file in checkpoint_dir, written before that epoch's `log` when it is the
+            epoch's last step.
+        resume: with a checkpoint in checkpoint_dir, `model` (as passed in, e.g. freshly built)
+            takes its weights and training continues after the checkpointed step, rebuilding that
+            epoch's batch order and skipping the batches done: on CPU bit-identical to an
+            uninterrupted run. Without it an old checkpoint there is removed. Params other than
+            `epochs` and the pair counts must match the checkpoint's.
     """
+    from src.ppo import rng_states, save_checkpoint, set_rng_states, start_checkpointing
+
     torch.manual_seed(seed)
     rng = random.Random(seed)
     sources = {"preference": exec_pairs, "human": human_pairs if model.use_human_logits else []}
@@ -332,15 +345,37 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
                              {"params": no_decay, "weight_decay": 0.0}], lr=params.learning_rate)
     model.train()
     history, steps, start = [], 0, time.perf_counter()
-    for epoch in range(1, params.epochs + 1):
+    first_epoch, skip, sums, elapsed = 1, 0, None, 0.0
+    run_params = {**dataclasses.asdict(params), "seed": seed,
+                  "n_pairs": {h: len(pairs) for h, pairs in sources.items()}}
+    ckpt = start_checkpointing(checkpoint_dir, checkpoint_steps, resume, run_params, free_keys=("epochs",))
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        version, internal, gauss = ckpt["batch_rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        set_rng_states(ckpt["rng"])
+        first_epoch, skip, sums = ckpt["epoch"], ckpt["batches_done"], ckpt["sums"]
+        history, steps, elapsed = ckpt["history"], ckpt["steps"], ckpt["seconds"]
+
+    def save(epoch: int, batches_done: int, epoch_rng: tuple) -> None:
+        """State to continue at batch `batches_done` of `epoch`, whose order `epoch_rng` draws."""
+        save_checkpoint(checkpoint_dir, {
+            "epoch": epoch, "batches_done": batches_done, "batch_rng": epoch_rng, "params": run_params,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "sums": sums, "history": history,
+            "steps": steps, "seconds": elapsed + time.perf_counter() - start, "rng": rng_states()})
+
+    for epoch in range(first_epoch, params.epochs + 1):
+        epoch_rng = rng.getstate()  # the epoch's batch order is a function of this state
         batches = []
         for head, pairs in sources.items():
             order = list(range(len(pairs)))
             rng.shuffle(order)
             batches += [(head, order[i:i + params.batch_size]) for i in range(0, len(order), params.batch_size)]
         rng.shuffle(batches)
-        sums = {h: {"loss": 0.0, "correct": 0, "n": 0} for h in sources}
-        for head, idx in batches:
+        if skip == 0:
+            sums = {h: {"loss": 0.0, "correct": 0, "n": 0} for h in sources}
+        for b, (head, idx) in enumerate(batches[skip:], start=skip):
             batch = [sources[head][i] for i in idx]
             ids, mask = model.encode(tokenizer, _texts(batch, "chosen") + _texts(batch, "rejected"))
             r_chosen, r_rejected = model(ids, mask)[head].chunk(2)
@@ -355,16 +390,21 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
             s["loss"] += loss.item() * len(idx)
             s["correct"] += int((r_chosen > r_rejected).sum())
             s["n"] += len(idx)
+            if checkpoint_steps and steps % checkpoint_steps == 0 and b + 1 < len(batches):
+                save(epoch, b + 1, epoch_rng)
+        skip = 0
         record = {"epoch": epoch, "steps": steps}
         for head, s in sums.items():
             if s["n"]:
                 record[f"{head}_loss"] = s["loss"] / s["n"]
                 record[f"{head}_train_accuracy"] = s["correct"] / s["n"]
         history.append(record)
+        if checkpoint_steps and steps % checkpoint_steps == 0:  # the epoch's last step: save it as done
+            save(epoch + 1, 0, rng.getstate())
         if log is not None:
             log(record)
     model.eval()
-    return {"steps": steps, "seconds": time.perf_counter() - start, "epochs": history,
+    return {"steps": steps, "seconds": elapsed + time.perf_counter() - start, "epochs": history,
             "trained_heads": [h for h, pairs in sources.items() if pairs],
             "n_pairs": {h: len(pairs) for h, pairs in sources.items()}}
 

@@ -438,8 +438,7 @@ def _python_binds() -> list[str]:
     """bwrap args that let an unprivileged uid read Python and this project when a folder on the way
     is closed to others (e.g. /root holding a pyenv): a tmpfs over it, the needed paths bound back."""
     args, covered, bound = [], set(), []
-    needed = {os.path.realpath(q) for q in (sys.base_prefix, sys.prefix, ROOT, *sys.path) if os.path.isdir(q)}
-    for q in sorted(needed):
+    for q in sorted(_needed_paths()):
         closed = [str(a) for a in reversed(Path(q).parents) if str(a) != "/" and not os.stat(a).st_mode & 0o001]
         if not closed or any(q == b or q.startswith(b + "/") for b in bound):
             continue
@@ -452,6 +451,19 @@ def _python_binds() -> list[str]:
     return args
 
 
+def _needed_paths() -> set[str]:
+    """Folders the worker's Python must read: the interpreter, the virtualenv, this project."""
+    return {os.path.realpath(q) for q in (sys.base_prefix, sys.prefix, ROOT, *sys.path) if os.path.isdir(q)}
+
+
+def _hidden_binds(hidden: list[str]) -> list[str]:
+    """Read-only binds for needed folders that lie under a folder the sandbox replaces with an empty
+    tmpfs (a project cloned under /tmp, say), outermost first."""
+    under = sorted(q for q in _needed_paths() if any(q == h or q.startswith(h + "/") for h in hidden))
+    keep = [q for q in under if not any(q.startswith(o + "/") for o in under if o != q)]
+    return [a for q in keep for a in ("--ro-bind", q, q)]
+
+
 def _bwrap_argv(p: SandboxParams) -> list[str]:
     root = os.geteuid() == 0
     # As root: no user namespace (its root could remount / read-write); the worker keeps only the
@@ -462,8 +474,9 @@ def _bwrap_argv(p: SandboxParams) -> list[str]:
     size = ["--size", str(p.max_disk_mb << 20)]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *size, "--tmpfs", "/tmp",
              *size, "--tmpfs", "/dev/shm"]
-    argv += [a for d in ("/run", "/var/run") if os.path.isdir(d) and not os.path.islink(d)
-             for a in ("--tmpfs", d)]  # hides host daemons' unix sockets
+    hidden = ["/tmp", "/dev/shm"] + [d for d in ("/run", "/var/run") if os.path.isdir(d) and not os.path.islink(d)]
+    argv += [a for d in hidden[2:] for a in ("--tmpfs", d)]  # hides host daemons' unix sockets
+    argv += _hidden_binds(hidden)
     if root:
         caps = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER")
         argv += _python_binds() + ["--cap-drop", "ALL"] + [a for c in caps for a in ("--cap-add", f"CAP_{c}")]

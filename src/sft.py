@@ -106,7 +106,7 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     ckpt, resume = checkpointing(str(work), fingerprint, base.checkpoint_steps, base.resume)
     cfg = trl_config(SFTConfig, "sft.train", p.train, output_dir=str(work), seed=base.seed,
                      data_seed=base.seed, report_to="none", **ckpt)
-    callback, live = dvclive_callback(plots_dir)
+    callback, live = dvclive_callback(plots_dir, resume)
     trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, peft_config=peft_config,
                          train_dataset=Dataset.from_list(prompt_completion_rows(train)),
                          eval_dataset=Dataset.from_list(prompt_completion_rows(val)),

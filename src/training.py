@@ -26,12 +26,13 @@ def trl_config(config_cls, section: str, values: dict[str, Any], **fixed):
         raise UserError(f"params section '{section}': {e}") from None
 
 
-def dvclive_callback(plots_dir: str):
-    """A transformers callback logging to `plots_dir`; dvc.yaml owns the plot declarations."""
+def dvclive_callback(plots_dir: str, resume: bool = False):
+    """A transformers callback logging to `plots_dir`; dvc.yaml owns the plot declarations.
+    A resumed run keeps the curves logged before the interruption."""
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
-    live = Live(dir=plots_dir, dvcyaml=False, save_dvc_exp=False, report=None)
+    live = Live(dir=plots_dir, dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
     return DVCLiveCallback(live=live, log_model=False), live
 
 
@@ -40,11 +41,11 @@ def prompt_completion_rows(tasks: list[dict]) -> list[dict]:
     return [{"prompt": t["prompt"], "completion": t["canonical_solution"]} for t in tasks]
 
 
-def dvclive_logger(plots_dir: str):
+def dvclive_logger(plots_dir: str, resume: bool = False):
     """(live, log) for hand-written loops: log(record) logs every number in record as one step."""
     from dvclive import Live
 
-    live = Live(dir=plots_dir, dvcyaml=False, save_dvc_exp=False, report=None)
+    live = Live(dir=plots_dir, dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
 
     def log(record: dict, step: int | None = None) -> None:
         if step is not None:

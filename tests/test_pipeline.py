@@ -106,7 +106,8 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     r = dvc(repo, "repro", "--force")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     second = {p.name: p.read_bytes() for p in (repo / "metrics").glob("*.json")}
-    assert sorted(first) == ["eval.json", "ppo_or_dpo.json", "prepare.json", "reward.json", "sft.json"]
+    assert sorted(first) == ["eval.json", "human_feedback.json", "ppo_or_dpo.json", "prepare.json", "reward.json",
+                            "sft.json"]
     assert [n for n in first if first[n] != second[n]] == []
 
 

@@ -29,7 +29,7 @@ def run(tmp_path: Path, **prepare) -> tuple[dict, dict]:
 
 
 def test_synthetic_splits_and_metrics(tmp_path):
-    splits, metrics = run(tmp_path, heldout_combo_frac=0.5, heldout_family="loops")
+    splits, metrics = run(tmp_path, heldout_combo_frac=0.5, heldout_family="loops", difficulty_weights=[1, 1, 1])
     assert {s: len(v) for s, v in splits.items()} == {"train": 40, "val": 8, "test": 16} == metrics["counts"]
     ids = [t["task_id"] for v in splits.values() for t in v]
     assert len(ids) == len(set(ids))
@@ -38,7 +38,7 @@ def test_synthetic_splits_and_metrics(tmp_path):
     assert sum(metrics["per_family"]["train"].values()) == 40
     assert set(metrics["per_difficulty"]["test"]) == {"1", "2", "3"}
     assert metrics["dropped"] == {"count": 0, "ids": []} and metrics["canonical_checked"] == 64
-    again, _ = run(tmp_path, heldout_combo_frac=0.5, heldout_family="loops")
+    again, _ = run(tmp_path, heldout_combo_frac=0.5, heldout_family="loops", difficulty_weights=[1, 1, 1])
     assert again == splits                                   # deterministic
 
 

@@ -167,3 +167,65 @@ def test_minilm_backbone_smoke():
     assert ids[0, 0] == tok.cls_token_id and ids[1, -1] == tok.sep_token_id
     scores = model.score_texts(["def f(x):\n    return x\n", "def f(x):\n    pass\n", "x"], tok, batch_size=2)
     assert len(scores) == 3 and all(math.isfinite(v) for v in scores)
+
+
+class Killed(Exception):
+    """Stands for an abrupt stop (SIGKILL, preemption) in the middle of a training step."""
+
+
+class KillingTokenizer:
+    """The tokenizer, but its `kill_at`-th call (one per training step) raises Killed."""
+
+    def __init__(self, tok, kill_at):
+        self.tok, self.kill_at, self.calls = tok, kill_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.kill_at:
+            raise Killed
+        return self.tok(*args, **kwargs)
+
+
+def test_killed_training_resumes_to_the_uninterrupted_result(sft_dir, tmp_path):
+    """4 batches an epoch, a checkpoint every 2 steps. Killed in step 5 (resumes at an epoch start,
+    the epoch-1 record already logged), then killed in step 7 (resumes mid-epoch: the epoch's
+    batch order rebuilt, 2 batches skipped). Dropout is on, and the global RNGs are scrambled before
+    each resume: the final weights, the returned epochs and the logs equal an uninterrupted run's."""
+    p = dataclasses.replace(PARAMS, epochs=2)
+    data = pairs(NAMES[:8]), pairs(NAMES[8:14])   # (4 + 4) + (4 + 2) pairs
+
+    def run(kill_at=0, **kw):
+        model, tok = make(sft_dir)
+        for m in model.modules():                 # the RNG state matters when dropout is live
+            if hasattr(m, "attention_dropout"):
+                m.attention_dropout = 0.2
+        logged = []
+        try:
+            stats = train_reward_model(model, KillingTokenizer(tok, kill_at), *data, p, seed=0,
+                                       log=logged.append, **kw)
+        except Killed:
+            return None, None, logged
+        return stats, model.state_dict(), logged
+
+    full, full_w, full_log = run()
+    assert full["steps"] == 8 and len(full_log) == 2
+
+    import random
+    ck = dict(checkpoint_dir=tmp_path / "work", checkpoint_steps=2, resume=True)
+    # killed in step 5 of the first run (nothing to resume: a fresh start), then in step 7 = the
+    # 3rd step of the resumed run
+    assert run(kill_at=5, **ck)[2] == full_log[:1]
+    torch.manual_seed(99), random.seed(99)
+    assert run(kill_at=3, **ck)[2] == []
+    assert [f.name for f in (tmp_path / "work").iterdir()] == ["checkpoint-last.pt"]
+    assert torch.load(tmp_path / "work" / "checkpoint-last.pt", weights_only=True)["steps"] == 6
+    torch.manual_seed(98), random.seed(98)
+
+    resumed, resumed_w, resumed_log = run(**ck)
+    assert resumed_log == full_log[1:]
+    assert resumed["epochs"] == full["epochs"] and resumed["steps"] == 8
+    assert full_w.keys() == resumed_w.keys()
+    assert all(torch.equal(full_w[k], resumed_w[k]) for k in full_w), "weights differ after resume"
