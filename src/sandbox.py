@@ -302,11 +302,18 @@ def _clean(cfg: dict, workdir: str) -> None:
     if not cfg["pidns"]:
         _rm(workdir)
     dirs = ("/tmp", "/dev/shm") if cfg["pidns"] else ("/tmp", "/var/tmp", "/dev/shm") if cfg["uid"] else ()
-    for d in dirs:
+    keep = cfg["keep"]  # read-only binds of the project or virtualenv inside the private /tmp
+    todo = list(dirs)
+    while todo:
+        d = todo.pop()
         for e in os.listdir(d) if os.path.isdir(d) else []:
             p = os.path.join(d, e)
             try:
-                if cfg["pidns"] or os.lstat(p).st_uid == cfg["uid"]:
+                if p in keep:
+                    continue
+                if any(k.startswith(p + "/") for k in keep):
+                    todo.append(p)  # a folder on the way to a bind: clear around it
+                elif cfg["pidns"] or os.lstat(p).st_uid == cfg["uid"]:
                     _rm(p)
             except OSError:
                 pass
@@ -456,12 +463,18 @@ def _needed_paths() -> set[str]:
     return {os.path.realpath(q) for q in (sys.base_prefix, sys.prefix, ROOT, *sys.path) if os.path.isdir(q)}
 
 
-def _hidden_binds(hidden: list[str]) -> list[str]:
-    """Read-only binds for needed folders that lie under a folder the sandbox replaces with an empty
-    tmpfs (a project cloned under /tmp, say), outermost first."""
+_HIDDEN = ["/tmp", "/dev/shm"] + [d for d in ("/run", "/var/run") if os.path.isdir(d) and not os.path.islink(d)]
+
+
+def _bound_under(hidden: list[str]) -> list[str]:
+    """Needed folders that lie under a folder the sandbox replaces with an empty tmpfs (a project
+    cloned under /tmp, say): they are bound back read-only, and the worker's cleaning skips them."""
     under = sorted(q for q in _needed_paths() if any(q == h or q.startswith(h + "/") for h in hidden))
-    keep = [q for q in under if not any(q.startswith(o + "/") for o in under if o != q)]
-    return [a for q in keep for a in ("--ro-bind", q, q)]
+    return [q for q in under if not any(q.startswith(o + "/") for o in under if o != q)]
+
+
+def _hidden_binds(hidden: list[str]) -> list[str]:
+    return [a for q in _bound_under(hidden) for a in ("--ro-bind", q, q)]
 
 
 def _bwrap_argv(p: SandboxParams) -> list[str]:
@@ -474,9 +487,8 @@ def _bwrap_argv(p: SandboxParams) -> list[str]:
     size = ["--size", str(p.max_disk_mb << 20)]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *size, "--tmpfs", "/tmp",
              *size, "--tmpfs", "/dev/shm"]
-    hidden = ["/tmp", "/dev/shm"] + [d for d in ("/run", "/var/run") if os.path.isdir(d) and not os.path.islink(d)]
-    argv += [a for d in hidden[2:] for a in ("--tmpfs", d)]  # hides host daemons' unix sockets
-    argv += _hidden_binds(hidden)
+    argv += [a for d in _HIDDEN[2:] for a in ("--tmpfs", d)]  # hides host daemons' unix sockets
+    argv += _hidden_binds(_HIDDEN)
     if root:
         caps = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER")
         argv += _python_binds() + ["--cap-drop", "ALL"] + [a for c in caps for a in ("--cap-add", f"CAP_{c}")]
@@ -530,7 +542,8 @@ class _Worker:
         if self.tmp:
             os.chmod(self.tmp, 0o711)  # the sample uid may enter its own workdir only
         self.uid = _UID_BASE + index if os.geteuid() == 0 else None
-        cfg = dict(dataclasses.asdict(p), uid=self.uid, pidns=backend == "bwrap", tmp=self.tmp or "/tmp")
+        cfg = dict(dataclasses.asdict(p), uid=self.uid, pidns=backend == "bwrap", tmp=self.tmp or "/tmp",
+                   keep=_bound_under(_HIDDEN) if backend == "bwrap" else [])
         argv = [*(_bwrap_argv(p) if backend == "bwrap" else []), sys.executable, "-s", "-c", _BOOT, ROOT,
                 json.dumps(cfg)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_ENV,
