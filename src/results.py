@@ -1,7 +1,7 @@
 """The experiment table: every `dvc exp` of the current commit (and the commit itself) with the
 aligned policy against SFT on pass@k and the text metrics, as Markdown.
 
-    python -m src.results > RESULTS.md
+    python -m src.results [dvc exp show options, e.g. --rev <commit>] > RESULTS.md
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def table(exps: list[dict]) -> str:
 
 
 def main() -> None:
-    out = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["dvc", "exp", "show", "--json", *sys.argv[1:]], capture_output=True, text=True,
+                         check=True).stdout
     sys.stdout.write(table(json.loads(out)))
 
 
