@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv sysdeps repro test bench label clean-venv
+.PHONY: venv sysdeps repro test bench exp report label clean-venv
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,19 @@ test: venv sysdeps
 
 bench: venv sysdeps
 	PATH=$(abspath $(VENV))/bin:$$PATH python bench/bench_execute.py
+
+# One experiment from presets/$(PRESET).yaml (fast | research | production | smollm2_gpu | hub_coder):
+#   make exp PRESET=research EXP_ARGS="--temp -n research"   (EXP_ARGS go to dvc exp run; --print: show only)
+PRESET ?=
+EXP_ARGS ?=
+exp: venv sysdeps
+	@test -n "$(PRESET)" || { echo "usage: make exp PRESET=<name in presets/> [EXP_ARGS=\"--temp -n name\"]"; exit 2; }
+	PATH=$(abspath $(VENV))/bin:$$PATH python -m src.presets $(PRESET) $(EXP_ARGS)
+
+# reports/summary.md + reports/plots/*.png for review; CI passes REPORT_ARGS="--base origin/<target branch>".
+REPORT_ARGS ?=
+report: venv
+	PATH=$(abspath $(VENV))/bin:$$PATH python -m src.report $(REPORT_ARGS)
 
 # The labelling page on 127.0.0.1:<label.port>. Samples come from the reward stage: built here only if
 # missing (a clean clone runs prepare, sft, reward), since new judgments make reward stale on purpose.

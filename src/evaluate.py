@@ -139,6 +139,7 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
 
     import torch  # noqa: F401  (seed_everything seeds torch once it is imported)
 
+    from src import distributed
     from src.generation import generate
     from src.models import load_policy
 
@@ -152,12 +153,15 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
     for name in p.policies:
         t0 = time.time()
         model, tok = load_policy(str(Path(models_dir) / name))
+        model.to(distributed.device())
         samples = generate(model, tok, prompts, p.n_samples, p.temperature, p.top_p, p.max_new_tokens,
                            p.batch_size, base.seed, progress=True)
         greedy = None
         if p.greedy:
             greedy = [g[0] for g in generate(model, tok, prompts, 1, 0.0, 1.0, p.max_new_tokens,
                                              p.batch_size, base.seed, progress=True)]
+        if not distributed.is_main():
+            continue  # processes share the generation (the slow part); the main one scores
         metrics, rows, by_group = score_policy(tasks, samples, greedy, p, sandbox)
         write_jsonl(Path(samples_dir) / f"{name}.jsonl", rows)
         out[name] = metrics
@@ -168,6 +172,8 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
         group_rows += [{"policy": name, "group": g, "pass@1": round(v, 4)} for g, v in by_group.items()]
         print(f"evaluate {name}: {time.time() - t0:.0f}s " + ", ".join(
             f"{k}={v}" for k, v in metrics.items() if not isinstance(v, dict)))
+    if not distributed.is_main():
+        return {}
     if "sft" in p.policies and len(p.policies) > 1:
         out["delta"] = {n: {k: round(v - out["sft"][k], 4) for k, v in out[n].items()
                             if isinstance(v, float) and isinstance(out["sft"].get(k), float)}

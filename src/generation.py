@@ -35,10 +35,13 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
     """Return n completions for each prompt (greedy when temperature == 0).
 
     Requests are sorted by prompt length so batches pad little; each batch is seeded from `seed` and
-    its index, so the result does not depend on anything run before.
+    its index, so the result does not depend on anything run before. Under several processes each
+    takes every world-th batch and the texts are gathered: the same samples as one process makes.
     """
     import torch
     from tqdm import tqdm
+
+    from src import distributed
 
     model.eval()
     tokenizer.padding_side = "left"
@@ -46,12 +49,16 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
     reps = 1 if greedy else n
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     requests = [(i, j) for i in order for j in range(reps)]
-    out: list[list[str]] = [[] for _ in prompts]
-    bar = tqdm(total=len(requests), desc="generate", disable=not progress, unit="sample")
-    for b, start in enumerate(range(0, len(requests), batch_size)):
+    world, rank = distributed.world_size(), distributed.rank()
+    texts_done: list[tuple[int, str]] = []  # (position in requests, text) of this process's batches
+    starts = list(range(0, len(requests), batch_size))[rank::world]  # this process's batches
+    bar = tqdm(total=sum(len(requests[s:s + batch_size]) for s in starts), desc="generate",
+               disable=not progress, unit="sample")
+    for start in starts:
+        b = start // batch_size
         chunk = requests[start:start + batch_size]
         enc = tokenizer([prompts[i] for i, _ in chunk], return_tensors="pt", padding=True,
-                        add_special_tokens=False)
+                        add_special_tokens=False).to(model.device)
         torch.manual_seed(seed + b)
         kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p)
         with torch.no_grad():
@@ -59,10 +66,12 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
                                  eos_token_id=tokenizer.eos_token_id, top_k=None,
                                  stopping_criteria=[_stopper(tokenizer, enc.input_ids.shape[1])], cache_implementation=CACHE, **kwargs)
         texts = tokenizer.batch_decode(ids[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
-        for (i, _), t in zip(chunk, texts):
-            out[i].append(truncate_completion(t))
+        texts_done += [(start + k, truncate_completion(t)) for k, t in enumerate(texts)]
         bar.update(len(chunk))
     bar.close()
+    out: list[list[str]] = [[] for _ in prompts]
+    for (i, _), t in zip(requests, distributed.gather_indexed(texts_done, len(requests))):
+        out[i].append(t)
     if greedy and n > 1:
         out = [o * n for o in out]
     return out

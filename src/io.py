@@ -111,6 +111,9 @@ def run_cli(main: Callable[[], Any]) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch` with several processes
+        from src import distributed
+        distributed.finish()
 
 
 def read_split(path, fields=None) -> list[dict]:

@@ -122,12 +122,13 @@ def load_policy(path_or_id: str, cache_dir: str | os.PathLike = "models/cache"):
     return model, tok
 
 
-def save_policy(model, tokenizer, out_dir: str | os.PathLike, params: dict) -> None:
-    """Save weights + tokenizer + resolved params/library versions; replace out_dir atomically."""
+def save_policy(model, tokenizer, out_dir: str | os.PathLike, params: dict, state_dict: dict | None = None) -> None:
+    """Save weights + tokenizer + resolved params/library versions; replace out_dir atomically.
+    `state_dict`: full weights gathered from a sharded (FSDP/DeepSpeed) model, else the model's own."""
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     write_json(tmp / PARAMS_FILE, {"params": params, "versions": library_versions()})
     if out.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,13 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 
 from src.io import UserError
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: `dvc exp run -S` writes small values as 1e-05, which YAML 1.1 reads as a string."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 SECTIONS = ("base", "prepare", "sandbox", "sft", "reward", "ppo_or_dpo", "evaluate", "label")
 T = TypeVar("T")
@@ -33,7 +41,7 @@ def read_params(path: str | os.PathLike = "params.yaml") -> dict:
     if not path.exists():
         raise UserError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -135,6 +143,7 @@ class BaseParams:
     num_threads: int = bounded(1, 256)
     checkpoint_steps: int = bounded(0)  # TRL trainers save every N optimizer steps (0 = never)
     resume: bool                        # continue from the last checkpoint of the same params and data
+    accelerate: str                     # configs/accelerate/<name>.yaml: how dvc.yaml launches the stages
 
 
 def seed_everything(seed: int, num_threads: int | None = None) -> None:

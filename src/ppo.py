@@ -373,8 +373,20 @@ def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[
     written before that step's `log`. With `resume` and a checkpoint there, `policy` (as passed in,
     e.g. freshly loaded) takes its weights and the loop continues at the next step: on CPU the
     result is bit-identical to an uninterrupted run, provided `reward_fn` is deterministic. Without
-    `resume` an old checkpoint there is removed. Params other than `steps` must match the checkpoint's."""
+    `resume` an old checkpoint there is removed. Params other than `steps` must match the checkpoint's.
+
+    Runs through accelerate: under W processes each rolls out and scores batch_size / W of every
+    step's prompts and DDP averages the gradients; advantages are whitened per process, the KL
+    coefficient follows the mean KL over processes, and only the main process saves and logs."""
+    from accelerate import Accelerator
+
+    from src import distributed
     p = params
+    world, rank = distributed.world_size(), distributed.rank()
+    if p.batch_size % world or p.mini_batch_size % world:
+        raise UserError(f"ppo batch_size ({p.batch_size}) and mini_batch_size ({p.mini_batch_size}) "
+                        f"must be multiples of the process count ({world})")
+    local_bs, local_mbs = p.batch_size // world, p.mini_batch_size // world
     if p.mini_batch_size > p.batch_size:
         raise UserError(f"params key 'mini_batch_size' ({p.mini_batch_size}) exceeds 'batch_size' ({p.batch_size})")
     if not prompts:
@@ -388,6 +400,7 @@ def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[
     ref_policy.eval().requires_grad_(False)
     tokenizer.padding_side = "left"
     optimizer = torch.optim.Adam(policy.parameters(), lr=p.learning_rate)
+    accelerator = Accelerator()
     kl_ctl = (AdaptiveKLController(p.kl_coef, p.kl_target, p.kl_horizon) if p.adaptive_kl
               else FixedKLController(p.kl_coef))
     stream = _IndexStream(len(prompts), g)
@@ -406,20 +419,22 @@ def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[
         stats = ckpt["stats"]
         set_rng_states(ckpt["rng"])
         start = ckpt["step"] + 1
+    ddp_policy, optimizer = accelerator.prepare(policy, optimizer)  # `policy` stays the plain module
+    ref_policy.to(accelerator.device)
     for step in range(start, p.steps):
         # 1. rollout: sample bodies, then old logprobs, values and reference logprobs.
         t0 = time.perf_counter()
-        rows = [prompts[i] for i in stream.take(p.batch_size)]
-        ids, attention, mask, completions = sample_responses(policy.model, tokenizer,
-                                                             [r["prompt"] for r in rows], p, p.seed + step)
+        rows = [prompts[i] for i in stream.take(p.batch_size)][rank::world]
+        ids, attention, mask, completions = sample_responses(policy.model, tokenizer, [r["prompt"] for r in rows],
+                                                             p, p.seed + step * world + rank)
         n_resp = mask.shape[1]
         t1 = time.perf_counter()
         # Minibatch orders are drawn now, and the rollout forward runs in epoch 0's chunks: the same
         # rows and shapes then give bit-identical logprobs, so the first ratio is exactly 1.
-        perms = [torch.randperm(p.batch_size, generator=g) for _ in range(p.ppo_epochs)]
+        perms = [torch.randperm(local_bs, generator=g).to(mask.device) for _ in range(p.ppo_epochs)]
         old_logprobs, values, ref_logprobs = (torch.zeros_like(mask) for _ in range(3))
         with torch.no_grad():
-            for idx in perms[0].split(p.mini_batch_size):
+            for idx in perms[0].split(local_mbs):
                 _, old_logprobs[idx], values[idx] = policy_forward(policy, ids[idx], attention[idx], n_resp,
                                                                    p.temperature)
                 ref_logprobs[idx] = reference_logprobs(ref_policy, ids[idx], attention[idx], n_resp,
@@ -445,13 +460,17 @@ def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[
         advantages = masked_whiten(advantages, mask)
 
         # 4. update: ppo_epochs × minibatches of clipped policy + value steps.
-        update = _ppo_update(policy, optimizer, perms, p, ids, attention, mask, old_logprobs, values,
-                             advantages, returns)
+        update = _ppo_update(ddp_policy, optimizer, accelerator, perms, local_mbs, p, ids, attention, mask,
+                             old_logprobs, values, advantages, returns)
         t4 = time.perf_counter()
-        seq_kl = kl.sum(1).mean().item()
-        stats = {"score": scores.mean().item(), "score_std": scores.std(unbiased=False).item(),
+        # figures over all processes' episodes (each process holds the same number)
+        score_mean, score_sq, total_reward, seq_kl, resp_len = (v / world for v in distributed.sum_across([
+            scores.mean().item(), scores.pow(2).mean().item(), total_reward, kl.sum(1).mean().item(),
+            mask.sum(1).mean().item()]))
+        update = dict(zip(update, (v / world for v in distributed.sum_across(list(update.values())))))
+        stats = {"score": score_mean, "score_std": max(score_sq - score_mean ** 2, 0.0) ** 0.5,
                  "reward": total_reward, "kl": seq_kl, "kl_coef": kl_ctl.value,
-                 "response_len": mask.sum(1).mean().item(), **update,
+                 "response_len": resp_len, **update,
                  "time_generate_s": t1 - t0, "time_forward_s": t2 - t1, "time_reward_s": t3 - t2,
                  "time_update_s": t4 - t3}
         kl_ctl.update(seq_kl, p.batch_size)
@@ -459,33 +478,34 @@ def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[
         # 5. checkpoint, then log
         for k in ("time_generate_s", "time_forward_s", "time_reward_s", "time_update_s"):
             totals["total_" + k] += stats[k]
-        if checkpoint_steps and (step + 1) % checkpoint_steps == 0:
+        if checkpoint_steps and (step + 1) % checkpoint_steps == 0 and distributed.is_main():
             save_checkpoint(checkpoint_dir, {
                 "step": step, "params": run_params,
                 "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
                 "kl_controller": dict(vars(kl_ctl)), "generator": g.get_state(), "pending": stream.pending,
                 "totals": dict(totals), "stats": stats, "rng": rng_states()})
-        if log is not None:
+        if log is not None and distributed.is_main():
             log(stats, step)
     totals["total_time_s"] = sum(totals.values())
     return {**stats, **totals, "steps": p.steps}
 
 
-def _ppo_update(policy, optimizer, perms, p: PPOParams, ids, attention, mask, old_logprobs, old_values,
-                advantages, returns) -> dict:
-    """Clipped policy + value updates; returns the minibatch means of the losses and diagnostics."""
+def _ppo_update(policy, optimizer, accelerator, perms, mini_batch_size: int, p: PPOParams, ids, attention, mask,
+                old_logprobs, old_values, advantages, returns) -> dict:
+    """Clipped policy + value updates; returns the minibatch means of the losses and diagnostics.
+    `policy` is the accelerate-prepared (e.g. DDP) module, `mini_batch_size` this process's share."""
     sums: dict[str, float] = defaultdict(float)
     n = 0
     n_resp = mask.shape[1]
     for perm in perms:
-        for idx in perm.split(p.mini_batch_size):
+        for idx in perm.split(mini_batch_size):
             m = mask[idx]
             logits, logprobs, values = policy_forward(policy, ids[idx], attention[idx], n_resp, p.temperature)
             pg_loss, clip_frac, approx_kl = policy_loss(logprobs, old_logprobs[idx], advantages[idx], m, p.clip_eps)
             vf_loss, vf_clip_frac = value_loss(values, old_values[idx], returns[idx], m, p.clip_eps_value)
             optimizer.zero_grad()
-            (pg_loss + p.vf_coef * vf_loss).backward()
-            grad_norm = nn.utils.clip_grad_norm_(policy.parameters(), p.max_grad_norm)
+            accelerator.backward(pg_loss + p.vf_coef * vf_loss)
+            grad_norm = accelerator.clip_grad_norm_(policy.parameters(), p.max_grad_norm)
             optimizer.step()
             if n == 0:  # 0 unless rollout and update see different functions (dropout, padding)
                 sums["logprob_drift0"] = ((logprobs - old_logprobs[idx]).abs() * m).max().item()

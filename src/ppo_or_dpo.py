@@ -81,10 +81,11 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
 
     from datasets import Dataset
 
+    from src import distributed
     from src.models import load_policy, save_policy
     from src.rewards import CompositeReward
-    from src.training import (checkpointing, dvclive_callback, dvclive_logger, file_digest, prompt_completion_rows,
-                              trl_config)
+    from src.training import (checkpointing, dvclive_callback, dvclive_logger, file_digest, full_state_dict,
+                              prompt_completion_rows, trl_config)
 
     seed_everything(base.seed, base.num_threads)
     policy, tok = load_policy(sft_dir)
@@ -96,7 +97,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
                    "inputs": file_digest(*[f for f in inputs if f.exists()])}
     ckpt, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)
     common = dict(output_dir=work, seed=base.seed, data_seed=base.seed, report_to="none", **ckpt)
-    t0, extra = time.time(), {}
+    t0, extra, state_dict = time.time(), {}, None
 
     def reward_fn():
         scorer = load_scorer(rm_dir, p.rm_batch_size) if composite.preference else None
@@ -136,7 +137,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
         out = trainer.train(resume_from_checkpoint=resume or None)
         extra = {"train_loss": round(out.training_loss, 4), "steps": out.global_step}
         live.end()
-        policy = trainer.model
+        policy, state_dict = trainer.model, full_state_dict(trainer)
     elif p.method == "grpo":
         from trl import GRPOTrainer
         tasks = online_prompts(read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS),
@@ -150,7 +151,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
         out = trainer.train(resume_from_checkpoint=resume or None)
         extra = {"train_loss": round(out.training_loss, 4), "steps": out.global_step, "prompts": len(tasks)}
         live.end()
-        policy = trainer.model
+        policy, state_dict = trainer.model, full_state_dict(trainer)
     else:
         from src.ppo import PolicyWithValueHead, train_ppo
         tasks = online_prompts(read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS),
@@ -171,11 +172,13 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
         print("ppo timings: " + ", ".join(f"{k}={v:.1f}" for k, v in final.items() if "time" in k))
         extra["prompts"] = len(tasks)
         policy = wrapped.model
-        save_policy(policy, tok, out_dir, {"base": dataclasses.asdict(base), "ppo_or_dpo": raw["ppo_or_dpo"]})
-        wrapped.save_value_head(out_dir)
 
-    if p.method != "ppo":
-        save_policy(policy, tok, out_dir, {"base": dataclasses.asdict(base), "ppo_or_dpo": raw["ppo_or_dpo"]})
+    if not distributed.is_main():
+        return {}  # the main process saves and writes
+    save_policy(policy, tok, out_dir, {"base": dataclasses.asdict(base), "ppo_or_dpo": raw["ppo_or_dpo"]},
+                state_dict=state_dict)
+    if p.method == "ppo":
+        wrapped.save_value_head(out_dir)
     shutil.rmtree(work, ignore_errors=True)  # finished: checkpoints are no longer needed
     metrics = {"method": p.method, **extra}
     write_json(metrics_path, metrics)

@@ -42,13 +42,15 @@ class RewardParams(PairParams, RewardModelParams):
 
 
 def sample_and_execute(tasks, model, tok, p: RewardParams, sandbox: SandboxParams, seed: int) -> list[dict]:
+    from src import distributed
     from src.generation import generate
     from src.metrics.quality import syntax_valid
 
     completions = generate(model, tok, [t["prompt"] for t in tasks], p.samples_per_task, p.temperature,
                            p.top_p, p.max_new_tokens, p.gen_batch_size, seed, progress=True)
     flat = [(t, c) for t, cs in zip(tasks, completions) for c in cs]
-    results = execute([Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat], sandbox, progress=True)
+    jobs = [Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat]
+    results = distributed.map_sharded(lambda part: execute(part, sandbox, progress=True), jobs)
     return [{"task_id": t["task_id"], "prompt": t["prompt"], "completion": c, "score": r.score,
              "status": r.status, "passed": r.passed, "syntax_ok": syntax_valid(t["prompt"] + c)}
             for (t, c), r in zip(flat, results)]
@@ -79,6 +81,7 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
 
     import torch  # noqa: F401  (seeded by seed_everything once imported)
 
+    from src import distributed
     from src.models import load_policy
     from src.reward_model import TwoHeadRewardModel, evaluate_pairs, train_reward_model
     from src.training import checkpointing, dvclive_logger, file_digest
@@ -88,6 +91,7 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     if p.max_tasks:
         tasks = tasks[:p.max_tasks]
     policy, tok = load_policy(sft_dir)
+    policy.to(distributed.device())
     samples = sample_and_execute(tasks, policy, tok, p, sandbox, base.seed)
     del policy
     stats = task_stats(samples)
@@ -96,10 +100,12 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
         human_pairs(p, samples, feedback_dir, base.seed)
     train, val = split_pairs(pairs, p.val_frac, base.seed)
     out = Path(out_data)
-    write_jsonl(out / "samples.jsonl", samples)
-    write_jsonl(out / "task_stats.jsonl", stats)
-    write_jsonl(out / "pairs_train.jsonl", train)
-    write_jsonl(out / "pairs_val.jsonl", val)
+    if distributed.is_main():
+        write_jsonl(out / "samples.jsonl", samples)
+        write_jsonl(out / "task_stats.jsonl", stats)
+        write_jsonl(out / "pairs_train.jsonl", train)
+        write_jsonl(out / "pairs_val.jsonl", val)
+    distributed.barrier()
 
     def split(rows):
         return [r for r in rows if r["source"] == "execution"], [r for r in rows if r["source"] != "execution"]
@@ -115,6 +121,8 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     live, log = dvclive_logger(plots_dir, resume)
     fit = train_reward_model(model, rm_tok, exec_train, hf_train, p, seed=base.seed, log=log,
                              checkpoint_dir=work, checkpoint_steps=base.checkpoint_steps, resume=resume)
+    if not distributed.is_main():
+        return {}  # the main process evaluates and writes
     live.end()
     model.save(out_model, rm_tok, {"base": dataclasses.asdict(base), "reward": dataclasses.asdict(p)})
     shutil.rmtree(work, ignore_errors=True)  # finished: checkpoints are no longer needed

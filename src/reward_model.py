@@ -315,7 +315,9 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
     pairs from one source; the batches of both sources are interleaved in a seeded random order,
     so neither head trains last in a block while the shared backbone drifts away from the other.
     AdamW (decay on matrices only), gradient clipping, constant learning rate. Leaves the model
-    in eval mode.
+    in eval mode. Runs through accelerate: under several processes each takes its strided share of
+    every batch and DDP averages the gradients (a batch smaller than the process count is skipped);
+    only the main process writes checkpoints and logs, with counts summed over processes.
 
     Args:
         log: called after every epoch with that epoch's losses and accuracies (e.g. for dvclive).
@@ -329,6 +331,9 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
             uninterrupted run. Without it an old checkpoint there is removed. Params other than
             `epochs` and the pair counts must match the checkpoint's.
     """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    from src import distributed
     from src.ppo import rng_states, save_checkpoint, set_rng_states, start_checkpointing
 
     torch.manual_seed(seed)
@@ -357,9 +362,17 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
         set_rng_states(ckpt["rng"])
         first_epoch, skip, sums = ckpt["epoch"], ckpt["batches_done"], ckpt["sums"]
         history, steps, elapsed = ckpt["history"], ckpt["steps"], ckpt["seconds"]
+    # A batch trains one head (and the layers under it): the other head gets no gradient that step.
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    ddp_model, opt = accelerator.prepare(model, opt)  # DDP/FSDP wrapper; `model` stays the plain module
+    world, rank = distributed.world_size(), distributed.rank()
+    if ckpt is not None and rank and sums:  # the checkpoint holds the main process's counts only
+        sums = {h: {"loss": 0.0, "correct": 0, "n": 0} for h in sums}
 
     def save(epoch: int, batches_done: int, epoch_rng: tuple) -> None:
         """State to continue at batch `batches_done` of `epoch`, whose order `epoch_rng` draws."""
+        if not distributed.is_main():
+            return
         save_checkpoint(checkpoint_dir, {
             "epoch": epoch, "batches_done": batches_done, "batch_rng": epoch_rng, "params": run_params,
             "model": model.state_dict(), "optimizer": opt.state_dict(), "sums": sums, "history": history,
@@ -376,32 +389,35 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
         if skip == 0:
             sums = {h: {"loss": 0.0, "correct": 0, "n": 0} for h in sources}
         for b, (head, idx) in enumerate(batches[skip:], start=skip):
-            batch = [sources[head][i] for i in idx]
+            if len(idx) < world:  # every process needs pairs for DDP's gradient all-reduce
+                continue
+            batch = [sources[head][i] for i in idx[rank::world]]
             ids, mask = model.encode(tokenizer, _texts(batch, "chosen") + _texts(batch, "rejected"))
-            r_chosen, r_rejected = model(ids, mask)[head].chunk(2)
+            r_chosen, r_rejected = ddp_model(ids, mask)[head].chunk(2)
             loss = pairwise_loss(r_chosen, r_rejected, params.center_rewards_coefficient)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             if params.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm)
+                accelerator.clip_grad_norm_(ddp_model.parameters(), params.max_grad_norm)
             opt.step()
             steps += 1
             s = sums[head]
-            s["loss"] += loss.item() * len(idx)
+            s["loss"] += loss.item() * len(batch)
             s["correct"] += int((r_chosen > r_rejected).sum())
-            s["n"] += len(idx)
+            s["n"] += len(batch)
             if checkpoint_steps and steps % checkpoint_steps == 0 and b + 1 < len(batches):
                 save(epoch, b + 1, epoch_rng)
         skip = 0
         record = {"epoch": epoch, "steps": steps}
         for head, s in sums.items():
-            if s["n"]:
-                record[f"{head}_loss"] = s["loss"] / s["n"]
-                record[f"{head}_train_accuracy"] = s["correct"] / s["n"]
+            loss_sum, correct, n = distributed.sum_across([s["loss"], s["correct"], s["n"]])
+            if n:
+                record[f"{head}_loss"] = loss_sum / n
+                record[f"{head}_train_accuracy"] = correct / n
         history.append(record)
         if checkpoint_steps and steps % checkpoint_steps == 0:  # the epoch's last step: save it as done
             save(epoch + 1, 0, rng.getstate())
-        if log is not None:
+        if log is not None and distributed.is_main():
             log(record)
     model.eval()
     return {"steps": steps, "seconds": elapsed + time.perf_counter() - start, "epochs": history,

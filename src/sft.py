@@ -116,13 +116,19 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
         print(f"sft: resuming from the last checkpoint in {work}")
     result = trainer.train(resume_from_checkpoint=resume or None)
     wall = time.time() - t0
-    eval_loss = trainer.evaluate()["eval_loss"]
+    eval_loss = trainer.evaluate()["eval_loss"]  # every process: evaluation gathers across them
     live.end()
+    from src import distributed
+    from src.training import full_state_dict
+    state_dict = full_state_dict(trainer)
+    if not distributed.is_main():
+        return {}  # the main process saves and writes
 
     model = trainer.model
     if peft_config is not None:
         model = model.merge_and_unload()  # a plain model folder, loadable without peft
-    save_policy(model, tok, out_dir, {"base": dataclasses.asdict(base), "sft": dataclasses.asdict(p)})
+    save_policy(model, tok, out_dir, {"base": dataclasses.asdict(base), "sft": dataclasses.asdict(p)},
+                state_dict=None if peft_config is not None else state_dict)
     metrics = {
         "train_loss": round(result.training_loss, 4),
         "eval_loss": round(eval_loss, 4),

@@ -26,14 +26,33 @@ def trl_config(config_cls, section: str, values: dict[str, Any], **fixed):
         raise UserError(f"params section '{section}': {e}") from None
 
 
+class _NoLive:
+    """What processes other than the main one get instead of a dvclive.Live: they log nothing."""
+
+    def end(self) -> None:
+        pass
+
+
 def dvclive_callback(plots_dir: str, resume: bool = False):
     """A transformers callback logging to `plots_dir`; dvc.yaml owns the plot declarations.
     A resumed run keeps the curves logged before the interruption."""
     from dvclive import Live
+    from transformers import TrainerCallback
     from transformers.integrations import DVCLiveCallback
 
+    from src import distributed
+    if not distributed.is_main():
+        return TrainerCallback(), _NoLive()
     live = Live(dir=plots_dir, dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
     return DVCLiveCallback(live=live, log_model=False), live
+
+
+def full_state_dict(trainer) -> dict | None:
+    """Under FSDP or DeepSpeed the full weights, gathered (every process must call this); else None
+    (the main process saves the model it holds)."""
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return None
 
 
 def prompt_completion_rows(tasks: list[dict]) -> list[dict]:
@@ -45,6 +64,9 @@ def dvclive_logger(plots_dir: str, resume: bool = False):
     """(live, log) for hand-written loops: log(record) logs every number in record as one step."""
     from dvclive import Live
 
+    from src import distributed
+    if not distributed.is_main():
+        return _NoLive(), lambda record, step=None: None
     live = Live(dir=plots_dir, dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
 
     def log(record: dict, step: int | None = None) -> None:
@@ -67,15 +89,20 @@ def checkpointing(work_dir: str, fingerprint: dict, every: int, resume: bool) ->
     import shutil
     from pathlib import Path
 
+    from src import distributed
+
     work = Path(work_dir)
     stamp = work / "fingerprint.json"
     text = json.dumps(fingerprint, sort_keys=True, default=str)
-    same = stamp.exists() and stamp.read_text() == text
-    has_ckpt = same and any(work.glob("checkpoint-*"))
-    if not (resume and has_ckpt):
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        stamp.write_text(text)
+    has_ckpt = None
+    if distributed.is_main():  # one process decides and cleans; the others follow its decision
+        same = stamp.exists() and stamp.read_text() == text
+        has_ckpt = same and any(work.glob("checkpoint-*"))
+        if not (resume and has_ckpt):
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            stamp.write_text(text)
+    has_ckpt = distributed.broadcast(has_ckpt)
     kwargs = {"save_strategy": "steps", "save_steps": every, "save_total_limit": 1} if every else {"save_strategy": "no"}
     return kwargs, resume and has_ckpt
 

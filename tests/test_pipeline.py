@@ -41,7 +41,7 @@ def tiny_repo(tmp_path: Path, overrides: dict = TINY) -> Path:
     """A git+DVC copy of the project (code and config only) with tiny params, committed."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("src", ".dvc", "dvc.yaml", ".gitignore", "data"):
+    for name in ("src", "configs", ".dvc", "dvc.yaml", ".gitignore", "data"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache", "prepared",
