@@ -16,7 +16,8 @@ def truncate_completion(text: str) -> str:
     return text[: m.start() + 1] if m else text
 
 
-def _stopper(tokenizer, prompt_len: int):
+def body_stopper(tokenizer, prompt_len: int):
+    """A `generate` stopping criterion: each row stops at its first top-level line (shared with PPO)."""
     import torch
     from transformers import StoppingCriteria
 
@@ -64,7 +65,7 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, top_k=None,
-                                 stopping_criteria=[_stopper(tokenizer, enc.input_ids.shape[1])], cache_implementation=CACHE, **kwargs)
+                                 stopping_criteria=[body_stopper(tokenizer, enc.input_ids.shape[1])], cache_implementation=CACHE, **kwargs)
         texts = tokenizer.batch_decode(ids[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
         texts_done += [(start + k, truncate_completion(t)) for k, t in enumerate(texts)]
         bar.update(len(chunk))

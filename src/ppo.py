@@ -19,7 +19,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from src.generation import truncate_completion
+from src.generation import body_stopper, truncate_completion
 from src.io import UserError
 from src.params import bounded
 
@@ -225,19 +225,6 @@ def response_lengths(tokenizer, responses: torch.Tensor) -> torch.Tensor:
     return torch.tensor(lengths)
 
 
-def _body_ended(tokenizer, prompt_len: int):
-    from transformers import StoppingCriteria
-
-    class BodyEnded(StoppingCriteria):
-        """Stop a row once its new text holds a top-level line (the rest is padded by generate)."""
-
-        def __call__(self, input_ids, scores, **kwargs):
-            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
-            return torch.tensor([len(truncate_completion(t)) < len(t) for t in texts], device=input_ids.device)
-
-    return BodyEnded()
-
-
 def sample_responses(model, tokenizer, prompts: list[str], p: PPOParams, seed: int):
     """Sample one body per prompt. Returns (ids, attention, mask, completions): ids are the left-padded
     prompt followed by the response (pad after the cut), mask is over response positions."""
@@ -247,7 +234,7 @@ def sample_responses(model, tokenizer, prompts: list[str], p: PPOParams, seed: i
         ids = model.generate(**enc, do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=None,
                              max_new_tokens=p.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.eos_token_id,
-                             stopping_criteria=[_body_ended(tokenizer, enc.input_ids.shape[1])])
+                             stopping_criteria=[body_stopper(tokenizer, enc.input_ids.shape[1])])
     response = ids[:, enc.input_ids.shape[1]:]
     lengths = response_lengths(tokenizer, response).to(response.device)
     mask = (torch.arange(response.shape[1], device=response.device) < lengths[:, None]).long()
