@@ -42,7 +42,8 @@ def table(exps: list[dict]) -> str:
              + " | ".join(f"aligned {c}" for c in COLUMNS[1:]) + " |",
              "|" + "---|" * (5 + len(COLUMNS) - 1)]
     for name, params, m in runs:
-        changed = ", ".join(f"`{k}={v}`" for k, v in params.items() if base.get(k) != v) or "(default)"
+        # a key the first baseline lacks was added later with its then default: not a change
+        changed = ", ".join(f"`{k}={v}`" for k, v in params.items() if k in base and base[k] != v) or "(default)"
         if "aligned" not in m:
             lines.append(f"| {name} | {changed} | – | – | – |" + " – |" * (len(COLUMNS) - 1))
             continue
