@@ -69,13 +69,14 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
     p = parse_section(AlignParams, raw.get("ppo_or_dpo"), "ppo_or_dpo")
     composite = parse_section(CompositeParams, p.composite, "ppo_or_dpo.composite")
     from src.ppo import PPOParams
-    ppo_params = parse_section(PPOParams, {**p.ppo, "seed": base.seed}, "ppo_or_dpo.ppo") if p.method == "ppo" else None
+    # every method's section is checked, not only the active one's: a typo fails now, not in a later -S run
+    ppo_params = parse_section(PPOParams, {**p.ppo, "seed": base.seed}, "ppo_or_dpo.ppo")
     from trl import DPOConfig, GRPOConfig, SFTConfig
 
     from src.training import check_trl_keys
     trl_sections = {"dpo": (DPOConfig, p.dpo), "grpo": (GRPOConfig, p.grpo), "sft_more": (SFTConfig, p.sft_more)}
-    if p.method in trl_sections:  # before any model loads: a typo fails at once
-        check_trl_keys(trl_sections[p.method][0], f"ppo_or_dpo.{p.method}", trl_sections[p.method][1])
+    for name, (config_cls, values) in trl_sections.items():  # before any model loads
+        check_trl_keys(config_cls, f"ppo_or_dpo.{name}", values)
 
     import copy
 

@@ -79,6 +79,8 @@ def runs(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "src.prepare", "--params", "params.yaml", "--out", "data/prepared",
                     "--metrics", "metrics/prepare.json"], cwd=repo, check=True, capture_output=True)
     one = yaml.safe_load((repo / "params.yaml").read_text())
+    one["ppo_or_dpo"]["method"] = "dpo"  # offline pairs: the same data whatever the process count
+    (repo / "params.yaml").write_text(yaml.safe_dump(one, sort_keys=False))
     # 2 processes × half the per-device batch = the 1-process global batch (the reward model and PPO
     # split their global batches themselves)
     two = merge(one, {"sft": {"train": {"per_device_train_batch_size": TINY["sft"]["train"]["per_device_train_batch_size"] // 2}},

@@ -73,7 +73,8 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     assert sft["steps"] >= 1 and sft["train_loss"] > 0
     reward = json.loads((repo / "metrics/reward.json").read_text())
     assert reward["human_feedback"] == "simulated" and reward["samples"] == 16 * 3
-    assert json.loads((repo / "metrics/ppo_or_dpo.json").read_text())["method"] == "dpo"
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())["ppo_or_dpo"]["method"]
+    assert json.loads((repo / "metrics/ppo_or_dpo.json").read_text())["method"] == default
     ev = json.loads((repo / "metrics/eval.json").read_text())
     for policy in ("sft", "aligned"):
         for key in ("pass@1", "pass@2", "pass@1_greedy", "pass@1_stderr", "bertscore", "codebleu", "bleu",
