@@ -10,7 +10,6 @@ import os
 from typing import Callable, Sequence, TypeVar
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 def world_size() -> int:
@@ -71,15 +70,6 @@ def map_sharded(fn: Callable[[list], list], items: Sequence) -> list:
     mine = list(range(r, len(items), world))
     results = fn([items[i] for i in mine])
     return gather_indexed(list(zip(mine, results)), len(items))
-
-
-def main_only(fn: Callable[..., R]) -> Callable[..., R | None]:
-    """Run fn on the main process only; the others wait until it is done (outputs then exist)."""
-    def wrapped(*args, **kwargs):
-        out = fn(*args, **kwargs) if is_main() else None
-        barrier()
-        return out
-    return wrapped
 
 
 def sum_across(values: list[float]) -> list[float]:

@@ -111,9 +111,8 @@ def run_cli(main: Callable[[], Any]) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch` with several processes
-        from src import distributed
-        distributed.finish()
+    from src import distributed
+    distributed.finish()  # leaves the process group when `accelerate launch` started several processes
 
 
 def read_split(path, fields=None) -> list[dict]:

@@ -19,6 +19,7 @@ import yaml
 
 from src.io import UserError
 
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 floats: `dvc exp run -S` writes small values as 1e-05, which YAML 1.1 reads as a string."""
 

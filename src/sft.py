@@ -85,8 +85,10 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from src import distributed
     from src.models import save_policy
-    from src.training import checkpointing, dvclive_callback, file_digest, prompt_completion_rows, trl_config
+    from src.training import (checkpointing, dvclive_callback, file_digest, full_state_dict, prompt_completion_rows,
+                              trl_config)
 
     seed_everything(base.seed, base.num_threads)
     train = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
@@ -118,8 +120,6 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     wall = time.time() - t0
     eval_loss = trainer.evaluate()["eval_loss"]  # every process: evaluation gathers across them
     live.end()
-    from src import distributed
-    from src.training import full_state_dict
     state_dict = full_state_dict(trainer)
     if not distributed.is_main():
         return {}  # the main process saves and writes
