@@ -86,11 +86,11 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
     from src.models import load_policy, save_policy
     from src.rewards import CompositeReward
     from src.training import (checkpointing, dvclive_callback, dvclive_logger, file_digest, full_state_dict,
-                              prompt_completion_rows, trl_config)
+                              prompt_completion_rows, trl_config, work_dir)
 
     seed_everything(base.seed, base.num_threads)
     policy, tok = load_policy(sft_dir)
-    work = str(Path(out_dir).with_name(Path(out_dir).name + ".work"))
+    work = work_dir(out_dir)
     inputs = [Path(data_dir) / "train.jsonl", *sorted(Path(reward_data).glob("*.jsonl")),
               Path(sft_dir) / "model.safetensors", *sorted(Path(rm_dir).glob("*.safetensors"))]
     fingerprint = {"seed": base.seed, "threads": base.num_threads, "params": raw["ppo_or_dpo"],

@@ -84,7 +84,7 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     from src import distributed
     from src.models import load_policy
     from src.reward_model import TwoHeadRewardModel, evaluate_pairs, train_reward_model
-    from src.training import checkpointing, dvclive_logger, file_digest
+    from src.training import checkpointing, dvclive_logger, file_digest, work_dir
 
     seed_everything(base.seed, base.num_threads)
     tasks = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
@@ -112,7 +112,7 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
 
     exec_train, hf_train = split(train)
     exec_val, hf_val = split(val)
-    work = str(Path(out_model).with_name(Path(out_model).name + ".work"))
+    work = work_dir(out_model)
     inputs = [out / "pairs_train.jsonl", Path(sft_dir) / "model.safetensors"]
     fingerprint = {"seed": base.seed, "threads": base.num_threads, "params": raw["reward"],
                    "inputs": file_digest(*[f for f in inputs if f.exists()])}

@@ -88,7 +88,7 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     from src import distributed
     from src.models import save_policy
     from src.training import (checkpointing, dvclive_callback, file_digest, full_state_dict, prompt_completion_rows,
-                              trl_config)
+                              trl_config, work_dir)
 
     seed_everything(base.seed, base.num_threads)
     train = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
@@ -102,11 +102,11 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
         peft_config = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
                                  target_modules=p.lora_target_modules, task_type="CAUSAL_LM")
 
-    work = Path(out_dir).with_name(Path(out_dir).name + ".work")
+    work = work_dir(out_dir)
     fingerprint = {"seed": base.seed, "threads": base.num_threads, "sft": dataclasses.asdict(p),
                    "data": file_digest(Path(data_dir) / "train.jsonl", Path(data_dir) / "val.jsonl")}
-    ckpt, resume = checkpointing(str(work), fingerprint, base.checkpoint_steps, base.resume)
-    cfg = trl_config(SFTConfig, "sft.train", p.train, output_dir=str(work), seed=base.seed,
+    ckpt, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)
+    cfg = trl_config(SFTConfig, "sft.train", p.train, output_dir=work, seed=base.seed,
                      data_seed=base.seed, report_to="none", **ckpt)
     callback, live = dvclive_callback(plots_dir, resume)
     trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, peft_config=peft_config,

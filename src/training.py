@@ -79,6 +79,13 @@ def dvclive_logger(plots_dir: str, resume: bool = False):
     return live, log
 
 
+def work_dir(out_dir) -> str:
+    """A stage's checkpoint folder, `<out>.work`: beside its output, so DVC never tracks it."""
+    from pathlib import Path
+    out = Path(out_dir)
+    return str(out.with_name(out.name + ".work"))
+
+
 def checkpointing(work_dir: str, fingerprint: dict, every: int, resume: bool) -> tuple[dict, bool]:
     """Trainer kwargs that checkpoint every `every` steps into work_dir, and whether to resume.
 
