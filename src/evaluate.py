@@ -76,6 +76,29 @@ def _stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n > 1 else 0.0
 
 
+def task_rates(rows: list[dict], greedy: bool) -> dict[str, float]:
+    """Per task, the share of its sampled (or greedy) programs that passed."""
+    tot: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        if r["greedy"] == greedy:
+            tot[r["task_id"]][0] += 1
+            tot[r["task_id"]][1] += int(r["passed"])
+    return {k: c / n for k, (n, c) in tot.items()}
+
+
+def policy_delta(base: dict, other: dict, base_rows: list[dict], other_rows: list[dict]) -> dict:
+    """other - base per metric, and for pass@1 (sampled and greedy) the standard error of that
+    difference over the same tasks (`*_stderr_paired`): far smaller than either policy's own."""
+    from src.metrics import passk
+    d = {k: round(v - base[k], 4) for k, v in other.items()
+         if isinstance(v, float) and isinstance(base.get(k), float) and not k.endswith("_stderr")}
+    for key, greedy in (("pass@1", False), ("pass@1_greedy", True)):
+        if key in d:
+            se = passk.paired_stderr(task_rates(base_rows, greedy), task_rates(other_rows, greedy))
+            d[f"{key}_stderr_paired"] = round(se, 4)
+    return d
+
+
 def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] | None,
                  p: EvaluateParams, sandbox: SandboxParams) -> tuple[dict, list[dict], dict]:
     """Every metric for one policy; also the per-sample rows and pass@1 per family/difficulty."""
@@ -113,7 +136,7 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
     groups: dict[str, list[float]] = defaultdict(list)
     for t in tasks:
         n, c = counts[t["task_id"]]
-        for key in ("family", "difficulty"):
+        for key in ("family", "difficulty", "heldout"):   # heldout: an op combination never seen in train
             if t.get(key) is not None:
                 groups[f"{key}={t[key]}"].append(c / n)
     by_group = {g: sum(v) / len(v) for g, v in sorted(groups.items())}
@@ -149,7 +172,7 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
         tasks = tasks[:p.max_tasks]
     prompts = [t["prompt"] for t in tasks]
     out: dict = {"targets": dict(p.targets), "met": {}, "tasks": len(tasks), "n_samples": p.n_samples}
-    bars, passk_rows, group_rows = [], [], []
+    bars, passk_rows, group_rows, sample_rows = [], [], [], {}
     for name in p.policies:
         t0 = time.time()
         model, tok = load_policy(str(Path(models_dir) / name))
@@ -164,6 +187,7 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
             continue  # processes share the generation (the slow part); the main one scores
         metrics, rows, by_group = score_policy(tasks, samples, greedy, p, sandbox)
         write_jsonl(Path(samples_dir) / f"{name}.jsonl", rows)
+        sample_rows[name] = rows
         out[name] = metrics
         out["met"][name] = {k: bool(metrics.get(k, -1) >= v) for k, v in p.targets.items()}
         bars += [{"policy": name, "metric": k, "value": metrics.get(k), "target": v} for k, v in p.targets.items()]
@@ -175,8 +199,7 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
     if not distributed.is_main():
         return {}
     if "sft" in p.policies and len(p.policies) > 1:
-        out["delta"] = {n: {k: round(v - out["sft"][k], 4) for k, v in out[n].items()
-                            if isinstance(v, float) and isinstance(out["sft"].get(k), float)}
+        out["delta"] = {n: policy_delta(out["sft"], out[n], sample_rows["sft"], sample_rows[n])
                         for n in p.policies if n != "sft"}
     write_json(metrics_path, out)
     write_json(Path(plots_dir) / "targets.json", bars)

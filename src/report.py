@@ -69,8 +69,9 @@ def targets_table(ev: dict) -> str:
             se = m.get(k + "_stderr") if k in m else None   # pass@1 and pass@1_greedy carry a stderr
             cells.append(_fmt(m.get(k)) + (f" ± {se:.4f}" if se is not None else ""))
         flags = ", ".join(f"{p} {'✓' if met[p][k] else '✗'}" for p in POLICIES if k in met.get(p, {}))
-        lines.append(f"| {k} | {_fmt(targets.get(k))} | {cells[0]} | {cells[1]} | "
-                     f"{_fmt(delta.get(k), sign=True)} | {flags or '–'} |")
+        dse = delta.get(k + "_stderr_paired")   # the standard error of the difference over the same tasks
+        d = _fmt(delta.get(k), sign=True) + (f" ± {dse:.4f}" if dse is not None else "")
+        lines.append(f"| {k} | {_fmt(targets.get(k))} | {cells[0]} | {cells[1]} | {d} | {flags or '–'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """The experiment table: every `dvc exp` of the current commit (and the commit itself) with the
-aligned policy against SFT on pass@k and the text metrics, as Markdown.
+aligned policy against SFT on pass@k and the text metrics, as Markdown. Δ pass@1 carries its paired
+standard error (both policies on the same tasks).
 
     python -m src.results [dvc exp show options, e.g. --rev <commit>] > RESULTS.md
 """
@@ -20,36 +21,57 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def rows(exps: list[dict]) -> list[tuple[str, dict, dict]]:
-    """(name, params, eval metrics) for the baseline commit and each of its experiments."""
+def rows(exps: list[dict]) -> list[tuple[str, str, dict, dict]]:
+    """(name, rev, params, eval metrics) for the baseline commit and each of its experiments."""
     out = []
     for r in exps:
         if r["rev"] == "workspace":
             continue
-        runs = [(r.get("name") or r["rev"][:7], r["data"])]
-        runs += [(e.get("name") or rv["rev"][:7], rv["data"]) for e in r.get("experiments") or [] for rv in e["revs"]]
-        for name, data in runs:
+        runs = [(r.get("name") or r["rev"][:7], r["rev"], r["data"])]
+        runs += [(e.get("name") or rv["rev"][:7], rv["rev"], rv["data"])
+                 for e in r.get("experiments") or [] for rv in e["revs"]]
+        for name, rev, data in runs:
             params = flat(data["params"]["params.yaml"]["data"])
             metrics = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {})
-            out.append((name, params, metrics))
+            out.append((name, rev, params, metrics))
     return out
 
 
-def table(exps: list[dict]) -> str:
+def paired_from_samples(rev: str) -> float | None:
+    """The paired stderr of Δ pass@1 from a run's eval samples in the DVC cache, for runs made before
+    evaluate wrote it; None when the samples are not in the cache."""
+    import dvc.api
+
+    from src.evaluate import task_rates
+    from src.metrics.passk import paired_stderr
+    try:
+        rates = {p: task_rates([json.loads(x) for x in dvc.api.read(f"data/eval/{p}.jsonl", rev=rev).splitlines()],
+                               greedy=False) for p in ("sft", "aligned")}
+    except Exception:  # samples missing from this cache (dvc raises several kinds): no paired stderr
+        return None
+    return paired_stderr(rates["sft"], rates["aligned"])
+
+
+def table(exps: list[dict], paired=None) -> str:
+    """The Markdown table; `paired(rev)` supplies Δ's paired stderr where the metrics lack it."""
     runs = rows(exps)
-    base = runs[0][1]
+    base = runs[0][2]
     lines = ["| experiment | changed params | SFT pass@1 | aligned pass@1 | Δ pass@1 | "
              + " | ".join(f"aligned {c}" for c in COLUMNS[1:]) + " |",
              "|" + "---|" * (5 + len(COLUMNS) - 1)]
-    for name, params, m in runs:
+    for name, rev, params, m in runs:
         # a key the first baseline lacks was added later with its then default: not a change
         changed = ", ".join(f"`{k}={v}`" for k, v in params.items() if k in base and base[k] != v) or "(default)"
         if "aligned" not in m:
             lines.append(f"| {name} | {changed} | – | – | – |" + " – |" * (len(COLUMNS) - 1))
             continue
         s, a = m["sft"], m["aligned"]
+        dse = m.get("delta", {}).get("aligned", {}).get("pass@1_stderr_paired")
+        if dse is None and paired is not None:
+            dse = paired(rev)
+        d = f"{a['pass@1'] - s['pass@1']:+.3f}" + (f" ± {dse:.3f}" if dse is not None else "")
         lines.append(f"| {name} | {changed} | {s['pass@1']:.3f} ± {s['pass@1_stderr']:.3f} | "
-                     f"{a['pass@1']:.3f} ± {a['pass@1_stderr']:.3f} | {a['pass@1'] - s['pass@1']:+.3f} | "
+                     f"{a['pass@1']:.3f} ± {a['pass@1_stderr']:.3f} | {d} | "
                      + " | ".join(f"{a[c]:.3f}" for c in COLUMNS[1:]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -57,7 +79,7 @@ def table(exps: list[dict]) -> str:
 def main() -> None:
     out = subprocess.run(["dvc", "exp", "show", "--json", *sys.argv[1:]], capture_output=True, text=True,
                          check=True).stdout
-    sys.stdout.write(table(json.loads(out)))
+    sys.stdout.write(table(json.loads(out), paired=paired_from_samples))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from src.metrics.passk import pass_at_1_stderr, pass_at_k, pass_at_k_table
+from src.metrics.passk import paired_stderr, pass_at_1_stderr, pass_at_k, pass_at_k_table
 from src.metrics.quality import (cyclomatic_complexity, quality_summary, style_warnings_per_100_lines,
                                  syntax_valid)
 from src.metrics.text import bleu, code_tokenize, codebleu, codebleu_components, rouge_l
@@ -49,6 +49,29 @@ def test_pass_at_1_stderr_by_hand():
     # Rates 0, 0.5, 1: std(ddof=1) = 0.5, over sqrt(3).
     assert pass_at_1_stderr({"a": (2, 0), "b": (2, 1), "c": (2, 2)}) == pytest.approx(0.5 / math.sqrt(3))
     assert pass_at_1_stderr({"a": (4, 1)}) == 0.0
+
+
+def test_paired_stderr_by_hand():
+    before = {"a": 0.0, "b": 0.5, "c": 1.0, "d": 0.2}
+    # Every task up by 0.2: the difference has no spread, though each policy's own stderr is large.
+    assert paired_stderr(before, {k: v + 0.2 for k, v in before.items()}) == pytest.approx(0.0)
+    # Differences 1, 0, 0 over the shared tasks (d is missing in after): std(ddof=1) = 1/sqrt(3), over sqrt(3).
+    assert paired_stderr(before, {"a": 1.0, "b": 0.5, "c": 1.0}) == pytest.approx(1 / 3)
+    assert paired_stderr({"a": 0.0}, {"a": 1.0}) == 0.0
+
+
+def test_policy_delta_pairs_the_stderr_by_task():
+    from src.evaluate import policy_delta
+    rows = lambda spec: [{"task_id": t, "greedy": g, "passed": p} for t, g, p in spec]  # noqa: E731
+    sft = rows([("x", False, True), ("x", False, False), ("y", False, False), ("y", False, False),
+                ("x", True, True), ("y", True, False)])
+    aligned = rows([("x", False, True), ("x", False, True), ("y", False, True), ("y", False, False),
+                    ("x", True, True), ("y", True, True)])
+    d = policy_delta({"pass@1": 0.25, "pass@1_stderr": 0.1, "pass@1_greedy": 0.5},
+                     {"pass@1": 0.75, "pass@1_stderr": 0.2, "pass@1_greedy": 1.0}, sft, aligned)
+    # sampled: both tasks gain 0.5, so no spread; greedy: differences 0 and 1 -> std 1/sqrt(2), over sqrt(2)
+    assert d == {"pass@1": 0.5, "pass@1_greedy": 0.5, "pass@1_stderr_paired": 0.0,
+                 "pass@1_greedy_stderr_paired": 0.5}
 
 
 # ---------------------------------------------------------------- tokenisation

@@ -1,7 +1,9 @@
 """The whole pipeline through `dvc repro` on tiny params, in a temporary copy of the repository."""
 import json
+import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,17 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
         rows = [json.loads(x) for x in (repo / f"data/eval/{policy}.jsonl").read_text().splitlines()]
         assert len(rows) == 8 * 2 + 8
     assert ev["delta"]["aligned"]["pass@1"] == round(ev["aligned"]["pass@1"] - ev["sft"]["pass@1"], 4)
+    # the delta's stderr is the paired one: per-task pass-rate differences over the same test tasks
+    rates = {}
+    for policy in ("sft", "aligned"):
+        tot = {}
+        for r in map(json.loads, (repo / f"data/eval/{policy}.jsonl").read_text().splitlines()):
+            if not r["greedy"]:
+                n, c = tot.get(r["task_id"], (0, 0))
+                tot[r["task_id"]] = (n + 1, c + int(r["passed"]))
+        rates[policy] = {k: c / n for k, (n, c) in tot.items()}
+    diffs = [rates["aligned"][k] - rates["sft"][k] for k in rates["sft"]]
+    assert ev["delta"]["aligned"]["pass@1_stderr_paired"] == round(statistics.stdev(diffs) / math.sqrt(len(diffs)), 4)
     for model in ("sft", "reward", "aligned"):
         assert (repo / "models" / model / "resolved_params.json").exists(), model
     for name in ("targets.json", "pass_at_k.json", "by_group.json"):

@@ -57,3 +57,17 @@ def pass_at_1_stderr(counts: Mapping[str, tuple[int, int]]) -> float:
     mean = sum(rates) / t
     var = sum((r - mean) ** 2 for r in rates) / (t - 1)
     return math.sqrt(var / t)
+
+
+def paired_stderr(before: Mapping[str, float], after: Mapping[str, float]) -> float:
+    """Standard error of mean(after - before) over the tasks both score (same tasks, so paired).
+
+    Two policies scored on the same tasks share each task's difficulty; the per-task difference
+    cancels it, so this is much smaller than either policy's own standard error. 0.0 below 2 tasks.
+    """
+    diffs = [after[k] - before[k] for k in before if k in after]
+    t = len(diffs)
+    if t < 2:
+        return 0.0
+    mean = sum(diffs) / t
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (t - 1) / t)
