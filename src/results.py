@@ -41,13 +41,15 @@ def paired_from_samples(rev: str) -> float | None:
     """The paired stderr of Δ pass@1 from a run's eval samples in the DVC cache, for runs made before
     evaluate wrote it; None when the samples are not in the cache."""
     import dvc.api
+    from dvc.exceptions import DvcException
+    from dvc_data.index.index import DataIndexError
 
     from src.evaluate import task_rates
     from src.metrics.passk import paired_stderr
     try:
         rates = {p: task_rates([json.loads(x) for x in dvc.api.read(f"data/eval/{p}.jsonl", rev=rev).splitlines()],
                                greedy=False) for p in ("sft", "aligned")}
-    except Exception:  # samples missing from this cache (dvc raises several kinds): no paired stderr
+    except (OSError, DvcException, DataIndexError):  # samples (or the rev) not in this cache
         return None
     return paired_stderr(rates["sft"], rates["aligned"])
 

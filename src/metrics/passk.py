@@ -50,13 +50,7 @@ def pass_at_k_table(counts: Mapping[str, tuple[int, int]], ks: Sequence[int]) ->
 
 def pass_at_1_stderr(counts: Mapping[str, tuple[int, int]]) -> float:
     """Standard error over tasks of mean pass@1: std(c/n, ddof=1) / sqrt(T); 0.0 when T < 2."""
-    rates = [c / n for n, c in counts.values()]
-    t = len(rates)
-    if t < 2:
-        return 0.0
-    mean = sum(rates) / t
-    var = sum((r - mean) ** 2 for r in rates) / (t - 1)
-    return math.sqrt(var / t)
+    return _stderr_of_mean([c / n for n, c in counts.values()])
 
 
 def paired_stderr(before: Mapping[str, float], after: Mapping[str, float]) -> float:
@@ -65,9 +59,14 @@ def paired_stderr(before: Mapping[str, float], after: Mapping[str, float]) -> fl
     Two policies scored on the same tasks share each task's difficulty; the per-task difference
     cancels it, so this is much smaller than either policy's own standard error. 0.0 below 2 tasks.
     """
-    diffs = [after[k] - before[k] for k in before if k in after]
-    t = len(diffs)
+    return _stderr_of_mean([after[k] - before[k] for k in before if k in after])
+
+
+def _stderr_of_mean(xs: Sequence[float]) -> float:
+    """std(xs, ddof=1) / sqrt(len(xs)); 0.0 below 2 values."""
+    t = len(xs)
     if t < 2:
         return 0.0
-    mean = sum(diffs) / t
-    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (t - 1) / t)
+    mean = sum(xs) / t
+    var = sum((x - mean) ** 2 for x in xs) / (t - 1)
+    return math.sqrt(var / t)
