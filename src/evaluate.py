@@ -76,14 +76,19 @@ def _stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n > 1 else 0.0
 
 
-def task_rates(rows: list[dict], greedy: bool) -> dict[str, float]:
-    """Per task, the share of its sampled (or greedy) programs that passed."""
-    tot: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+def task_counts(rows: list[dict], greedy: bool) -> dict[str, tuple[int, int]]:
+    """Per task (in first-seen order), (programs, passed) over its sampled (or greedy) rows."""
+    counts: dict[str, tuple[int, int]] = {}
     for r in rows:
         if r["greedy"] == greedy:
-            tot[r["task_id"]][0] += 1
-            tot[r["task_id"]][1] += int(r["passed"])
-    return {k: c / n for k, (n, c) in tot.items()}
+            n, c = counts.get(r["task_id"], (0, 0))
+            counts[r["task_id"]] = (n + 1, c + int(r["passed"]))
+    return counts
+
+
+def task_rates(rows: list[dict], greedy: bool) -> dict[str, float]:
+    """Per task, the share of its sampled (or greedy) programs that passed."""
+    return {k: c / n for k, (n, c) in task_counts(rows, greedy).items()}
 
 
 def policy_delta(base: dict, other: dict, base_rows: list[dict], other_rows: list[dict]) -> dict:
@@ -110,13 +115,14 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
     results = execute(jobs, sandbox, progress=True)
     res, g_res = results[:len(flat)], results[len(flat):]
 
-    counts: dict[str, tuple[int, int]] = {}
-    for (t, _), r in zip(flat, res):
-        n, c = counts.get(t["task_id"], (0, 0))
-        counts[t["task_id"]] = (n + 1, c + int(r.passed))
+    rb = [ruby_pair(t["prompt"], c, t["canonical_solution"]) for t, c in flat]
+    rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **r.to_dict(), "ruby_level": lvl}
+            for (t, c), r, (_, lvl) in zip(flat, res, rb)]
+    rows += [{"task_id": t["task_id"], "completion": c, "greedy": True, **r.to_dict()}
+             for (t, c), r in zip(g_flat, g_res)]
+    counts = task_counts(rows, greedy=False)
     cands = [body(c) for _, c in flat]
     refs = [body(t["canonical_solution"]) for t, _ in flat]
-    rb = [ruby_pair(t["prompt"], c, t["canonical_solution"]) for t, c in flat]
     full = [t["prompt"] + c for t, c in flat]
     m = {
         **passk.pass_at_k_table(counts, p.ks),
@@ -145,10 +151,6 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
     for r in res:
         status[r.status] += 1
     m["status"] = dict(sorted(status.items()))
-    rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **r.to_dict(), "ruby_level": lvl}
-            for (t, c), r, (_, lvl) in zip(flat, res, rb)]
-    rows += [{"task_id": t["task_id"], "completion": c, "greedy": True, **r.to_dict()}
-             for (t, c), r in zip(g_flat, g_res)]
     m["ruby_levels"] = {lvl: sum(1 for _, x in rb if x == lvl) for lvl in ("graph", "tree", "string")}
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}, rows, by_group
 
