@@ -18,7 +18,7 @@ from typing import Literal
 
 from src.io import read_split, run_cli, write_json, write_jsonl
 from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
-from src.sandbox import Job, SandboxParams, execute
+from src.sandbox import STATUSES, Job, SandboxParams, execute
 
 TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 
@@ -147,7 +147,7 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
                 groups[f"{key}={t[key]}"].append(c / n)
     by_group = {g: sum(v) / len(v) for g, v in sorted(groups.items())}
 
-    status = defaultdict(int)
+    status = dict.fromkeys(STATUSES, 0)  # every verdict, so a forged value shows as a count, 0 or not
     for r in res:
         status[r.status] += 1
     m["status"] = dict(sorted(status.items()))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,10 +21,9 @@ from torch import nn
 from src.generation import body_stopper, truncate_completion
 from src.io import UserError
 from src.params import bounded
+from src.training import rng_states, save_checkpoint, set_rng_states, start_checkpointing
 
 VALUE_HEAD_FILE = "value_head.safetensors"
-# One file per work folder, replaced at each save; named to match src.training.checkpointing's `checkpoint-*`.
-CHECKPOINT_FILE = "checkpoint-last.pt"
 
 
 # ---------------------------------------------------------------- losses (pure functions)
@@ -277,74 +275,6 @@ class _IndexStream:
             out += self.pending[:m]
             self.pending = self.pending[m:]
         return out
-
-
-# ---------------------------------------------------------------- checkpoints (shared with src.reward_model)
-
-def rng_states() -> dict:
-    """The global RNG states: python, numpy, torch (and CUDA when present), in a form torch.load
-    reads with weights_only=True."""
-    states = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
-        name, keys, pos, has_gauss, cached = np.random.get_state()
-        states["numpy"] = [name, keys.tolist(), pos, has_gauss, cached]
-    except ImportError:
-        pass
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    if "numpy" in states:
-        import numpy as np
-        name, keys, pos, has_gauss, cached = states["numpy"]
-        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-def save_checkpoint(folder, state: dict) -> None:
-    """torch.save `state` to folder/CHECKPOINT_FILE atomically: a killed save leaves the previous file."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{CHECKPOINT_FILE}.tmp"  # not `checkpoint-*`: never taken for a checkpoint
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / CHECKPOINT_FILE)
-
-
-def load_checkpoint(folder) -> dict | None:
-    """The state saved in `folder`, or None when it holds none (tensors on the CPU)."""
-    path = Path(folder) / CHECKPOINT_FILE
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-
-
-def start_checkpointing(checkpoint_dir, checkpoint_steps: int, resume: bool, params: dict,
-                        free_keys: tuple[str, ...] = ()) -> dict | None:
-    """Check the checkpoint arguments; return the checkpoint to resume from, or None. Not resuming
-    removes a stale checkpoint, so it is never resumed later. A checkpoint made with other params
-    (`free_keys` aside, e.g. the run length) is an error, not a silent mix of two runs."""
-    if (checkpoint_steps or resume) and checkpoint_dir is None:
-        raise ValueError("checkpoint_steps and resume need a checkpoint_dir")
-    if checkpoint_dir is None:
-        return None
-    if not resume:
-        (Path(checkpoint_dir) / CHECKPOINT_FILE).unlink(missing_ok=True)
-        return None
-    ckpt = load_checkpoint(checkpoint_dir)
-    if ckpt is not None:
-        saved = {k: v for k, v in ckpt["params"].items() if k not in free_keys}
-        if saved != {k: v for k, v in params.items() if k not in free_keys}:
-            raise ValueError(f"{Path(checkpoint_dir) / CHECKPOINT_FILE} was made with other params: "
-                             f"{saved} != {params}")
-    return ckpt
 
 
 def train_ppo(policy: PolicyWithValueHead, ref_policy, tokenizer, prompts: list[dict], reward_fn,

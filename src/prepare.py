@@ -39,6 +39,10 @@ class PrepareParams:
     difficulty_weights: list[float]    # relative weights of levels 1, 2, 3
     heldout_combo_frac: float = bounded(0.0, 0.9)   # share of level-2/3 op combinations never in train
     heldout_family: Optional[str]      # a synthetic family kept out of train entirely
+    # synthetic: the cases of each task's test (they set how fine-grained the execution reward is)
+    random_inputs: int = bounded(1, 7)  # random inputs per task, besides its edge inputs
+    max_asserts: int = bounded(1, 64)   # asserts kept per test, the docstring example first
+    min_asserts: int = bounded(1, 64)   # a task with fewer distinct cases is redrawn
     split_fracs: list[float]           # jsonl: train/val/test shares, summing to 1
     # replaces the test split: `humaneval` trains on the source (e.g. mbpp) and evaluates on HumanEval
     test_source: Optional[Literal["humaneval"]]
@@ -46,6 +50,9 @@ class PrepareParams:
 
 def validate(p: PrepareParams) -> None:
     """Checks the types alone cannot express; each error names its key."""
+    if p.min_asserts > p.max_asserts:
+        raise UserError(f"params key 'prepare.min_asserts': {p.min_asserts} is more than prepare.max_asserts "
+                        f"({p.max_asserts})")
     for i, fam in enumerate(p.families):
         if fam not in synthetic.FAMILY_NAMES:
             raise UserError(f"params key 'prepare.families[{i}]': unknown family {fam!r} "
@@ -78,8 +85,9 @@ def _load_source(p: PrepareParams, seed: int) -> tuple[dict[str, list[dict]], li
     if p.source == "synthetic":
         counts = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
         try:
+            shape = synthetic.TestShape(p.random_inputs, p.max_asserts, p.min_asserts)
             return synthetic.generate_splits(counts, seed, p.families, p.difficulty_weights,
-                                             p.heldout_combo_frac, p.heldout_family), []
+                                             p.heldout_combo_frac, p.heldout_family, shape), []
         except ValueError as e:
             raise UserError(f"prepare: {e}") from None
     from src.tasks import loaders

@@ -136,10 +136,11 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
         "tasks": len(rates),
         "pairs": pair_stats(pairs),
         "val_accuracy": {
-            "overall": evaluate_pairs(model, rm_tok, val, "score"),
-            "execution": evaluate_pairs(model, rm_tok, exec_val, "preference"),
+            "overall": evaluate_pairs(model, rm_tok, val, "score", p.eval_batch_size),
+            "execution": evaluate_pairs(model, rm_tok, exec_val, "preference", p.eval_batch_size),
             "human" if p.human_feedback == "file" else "human_or_simulated":
-                evaluate_pairs(model, rm_tok, hf_val, "human") if p.use_human_logits else None,
+                evaluate_pairs(model, rm_tok, hf_val, "human", p.eval_batch_size)
+                if p.use_human_logits else None,
         },
         "train_steps": fit["steps"],
     }

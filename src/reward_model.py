@@ -54,6 +54,7 @@ class RewardModelParams:
     learning_rate: float = bounded(0)
     epochs: int = bounded(1)
     batch_size: int = bounded(1)  # pairs per step (2× sequences per forward)
+    eval_batch_size: int = bounded(1)  # sequences per forward when scoring the held-out pairs
     max_length: int = bounded(8)  # tokens per prompt+completion, EOS included
     weight_decay: float = bounded(0)          # on matrices only, not norms/biases
     max_grad_norm: float = bounded(0)         # 0 = no clipping
@@ -334,7 +335,7 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     from src import distributed
-    from src.ppo import rng_states, save_checkpoint, set_rng_states, start_checkpointing
+    from src.training import rng_states, save_checkpoint, set_rng_states, start_checkpointing
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -426,7 +427,7 @@ def train_reward_model(model: TwoHeadRewardModel, tokenizer, exec_pairs: list[di
 
 
 def evaluate_pairs(model: TwoHeadRewardModel, tokenizer, pairs: list[dict], head: str,
-                   batch_size: int = 64) -> dict:
+                   batch_size: int) -> dict:
     """{accuracy: share of pairs with r(chosen) > r(rejected), mean_margin, n} for head
     preference | human | score; None values for no pairs."""
     if head not in HEADS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import textwrap
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 from src.generation import truncate_completion
 from src.metrics.quality import syntax_valid
@@ -31,6 +31,7 @@ class CompositeParams:
     semantic: float = bounded(0)
     preference: float = bounded(0)
     semantic_metric: Literal["codebleu", "bertscore"]
+    codebleu_weights: Optional[list[float]]   # ngram, weighted ngram, syntax, dataflow; null = evaluate's
     bertscore_model: str            # `minilm` = the packaged all-MiniLM-L6-v2; or a hub id / folder
     bertscore_layers: int = bounded(1)
     bertscore_batch_size: int = bounded(1)
@@ -47,9 +48,12 @@ class CompositeReward:
     """
 
     def __init__(self, params: CompositeParams, sandbox: SandboxParams,
-                 preference_scorer: Callable[[list[str]], list[float]] | None = None):
+                 preference_scorer: Callable[[list[str]], list[float]] | None = None, device: str = "cpu"):
         self.w = {c: getattr(params, c) for c in COMPONENTS}
         self.p = params
+        if params.semantic and params.semantic_metric == "codebleu" and params.codebleu_weights is None:
+            raise ValueError("codebleu_weights must be resolved (the stage sets evaluate's) before scoring")
+        self.device = device  # where BERTScore runs: the stage's own device
         self.sandbox = sandbox
         self.preference_scorer = preference_scorer
         if self.w["preference"] and preference_scorer is None:
@@ -69,9 +73,10 @@ class CompositeReward:
         if self.p.semantic_metric == "bertscore":
             from src.metrics.text import bertscore_per_sample
             return list(bertscore_per_sample(cands, refs, self.p.bertscore_model, self.p.bertscore_layers,
-                                             self.p.bertscore_batch_size))
+                                             self.p.bertscore_batch_size, self.device))
         from src.metrics.text import codebleu
-        return [codebleu([c], [r]) if c.strip() else 0.0 for c, r in zip(cands, refs)]
+        weights = tuple(self.p.codebleu_weights)
+        return [codebleu([c], [r], weights) if c.strip() else 0.0 for c, r in zip(cands, refs)]
 
     def preference(self, prompts, completions, **_) -> list[float]:
         # the reward model's logit squashed to (0, 1), the scale of the other components

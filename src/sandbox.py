@@ -13,26 +13,46 @@ Verdicts do not trust the program. Each assert in the test's check is rewritten 
 that records it, so checking goes on after a failed assert. Records go through a private pipe with
 a random per-sample nonce; `passed` needs the record harness code writes after check() returned.
 The completion gets a copy of builtins; check is the function compiled from the test, run with
-pristine builtins; harness code after the user code uses only references captured before it. An
-audit hook denies frames and kills on gc, ctypes, code objects, tracing and /proc. Known limits: a
-candidate may return an object whose __eq__ is always True or patch a module the test calls
-(math.isclose); in-process introspection is no hard wall (signal handlers get frames): the OS is.
+pristine builtins and the names the prompt defines when run alone (so a completion cannot redefine
+a helper the test calls); harness code after the user code uses only references captured before it.
+An audit hook denies frames and kills on gc, ctypes, code objects, tracing and /proc.
+
+Values are checked too (status `forged_value`, no credit): the test receives a wrapper of the entry
+point, and everything the candidate returns, yields (generators, map, ...) or leaves in a plain
+argument it was passed must be plain data: builtin scalars and containers of exactly those types,
+and a few stdlib value types (Counter, defaultdict, Fraction, Decimal, datetime), nested. So an
+object whose __eq__ is always True, or an int subclass that lies, never reaches a comparison.
+After check() (or an exception), the functions, classes and constants of every loaded module and
+the methods of their mutable classes must be the objects they were before the program ran: a
+rebound math.isclose or Counter.__eq__ is `forged_value` too. Still possible, and documented so:
+changing a module's state without rebinding a name (a list or dict it holds), patching it only
+while the test runs and restoring it before check() returns, values the test gets other than
+from the candidate's returns and arguments (an exception's message, printed output), and modules
+first imported after the worker started. In-process introspection is no hard wall (signal
+handlers get frames): the OS is.
 
 asserts_total = the assert statements in check (static: one in a loop counts once). A site passed
-if every execution of it passed; unreached sites count as passed if check returned, failed if it
-raised. Only `failed` and `runtime_error` keep partial credit; other failures report all asserts
-failed, so results are deterministic for deterministic programs.
+if every execution of it passed. If check returned with no failure, every site counts as passed
+(one not reached was conditional); otherwise only sites that ran and passed count, never one that
+was not reached. Only `failed` and `runtime_error` keep partial credit; other failures report all
+asserts failed, so results are deterministic for deterministic programs.
 """
 from __future__ import annotations
 
 import ast
 import atexit
 import builtins
+import collections
 import ctypes
 import dataclasses
+import datetime
+import decimal
+import fractions
 import gc
+import itertools
 import json
 import math
+import operator
 import os
 import resource
 import select
@@ -79,6 +99,10 @@ class SandboxParams:
     workers: int = bounded(1, 256)          # parallel worker processes
 
 
+STATUSES = ("passed", "failed", "runtime_error", "syntax_error", "timeout", "memory_exceeded", "killed",
+            "forged_value")
+
+
 class Job(NamedTuple):
     prompt: str
     completion: str
@@ -88,7 +112,7 @@ class Job(NamedTuple):
 
 @dataclasses.dataclass
 class ExecResult:
-    status: str  # passed | failed | timeout | syntax_error | runtime_error | memory_exceeded | killed
+    status: str  # one of STATUSES
     passed: bool
     asserts_passed: int
     asserts_total: int
@@ -165,6 +189,110 @@ def _install_guard(res: int, nonce: bytes, *, _write=os.write, _exit=os._exit, _
     sys.addaudithook(hook)
 
 
+# ---------------------------------------------------------------- plain data: what a test may compare
+# Types whose comparison, hashing, truth and iteration are the interpreter's own (C code, or stdlib
+# classes whose methods the tamper check below watches). Exact types only: a subclass may override them.
+_LEAVES = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray, range, slice, type(...),
+                     type(NotImplemented), decimal.Decimal, fractions.Fraction, datetime.date, datetime.datetime,
+                     datetime.time, datetime.timedelta, datetime.timezone})
+_MAPPINGS = frozenset({dict, collections.OrderedDict, collections.defaultdict, collections.Counter})
+_ITEMS = frozenset({list, tuple, set, frozenset, collections.deque, type({}.keys()), type({}.values()),
+                    type({}.items())})
+# Lazy results: the test gets a harness generator that checks each item as the candidate yields it.
+_LAZY = frozenset({types.GeneratorType, map, filter, zip, enumerate, reversed, *(type(iter(x)) for x in (
+    [], (), "", b"", {}, set(), range(0), {}.values(), {}.items())), itertools.chain, itertools.islice,
+    itertools.count, itertools.cycle, itertools.repeat, itertools.accumulate, itertools.compress,
+    itertools.dropwhile, itertools.takewhile, itertools.filterfalse, itertools.starmap, itertools.zip_longest,
+    itertools.product, itertools.permutations, itertools.combinations, itertools.combinations_with_replacement,
+    itertools.pairwise})
+_UNWATCHED = frozenset({"__main__", "sys", "builtins"})  # sys holds live state; builtins: the test has a copy
+
+
+def _watched() -> tuple:
+    """(label, namespace, keys, values) of the functions, classes, descriptors and constants of every
+    loaded module and of the mutable classes they define, as they are now: a candidate that rebinds
+    one (math.isclose, Counter.__eq__, math.pi) could fake what the test computes with it. Other
+    values are state that legitimately changes (threading's locks are new after a fork)."""
+    spaces = []
+    for name, mod in list(sys.modules.items()):
+        ns = getattr(mod, "__dict__", None)
+        if name in _UNWATCHED or type(ns) is not dict:
+            continue
+        spaces.append((name, ns))
+        spaces += [(f"{name}.{v.__name__}", v.__dict__) for v in list(ns.values()) if isinstance(v, type)
+                   and not v.__flags__ & (1 << 8) and v.__dict__.get("__module__") == name]  # 1 << 8: immutable
+    return tuple((label.encode(), ns, tuple(k for k, v in items), tuple(v for k, v in items))
+                 for label, ns in spaces for items in [[(k, v) for k, v in list(ns.items())
+                                                        if type(k) is str and _watchable(v)]])
+
+
+def _watchable(v) -> bool:
+    return callable(v) or isinstance(v, (types.ModuleType, int, float, complex, str, bytes, tuple, frozenset,
+                                         property, staticmethod, classmethod))
+
+
+def _make_guard(report, watched: tuple, *, _type=type, _id=id, _any=any, _map=map,
+                _is_not=operator.is_not, _name=type.__dict__["__qualname__"].__get__, _dict_keys=dict.keys,
+                _dict_values=dict.values, _leaves=_LEAVES, _mappings=_MAPPINGS, _items=_ITEMS, _lazy=_LAZY,
+                _encode=str.encode, _next=next, _zip=zip):
+    """Build, before the candidate runs, the checks that keep a verdict from being forged:
+    `guard(fn)` wraps the entry point the test receives so that every value it returns or yields,
+    and every plain argument after the call, must be plain data; `tampered()` names a watched
+    module or class attribute the candidate rebound. A violation calls report(detail), which ends
+    the sample. Only references captured here are used later: the candidate may patch this module."""
+
+    def forged(value):  # the type of the first non-plain object in value, else None
+        stack, seen = [value], set()
+        while stack:
+            v = stack.pop()
+            t = _type(v)  # type() cannot be faked (__class__ can)
+            if t in _leaves:
+                continue
+            if t in _mappings or t in _items:
+                if _id(v) in seen:
+                    continue
+                seen.add(_id(v))
+                if t in _mappings:
+                    stack.extend(_dict_keys(v))
+                    stack.extend(_dict_values(v))
+                else:
+                    stack.extend(v)  # the exact builtin type's own iteration
+                continue
+            return t
+        return None
+
+    def require_plain(value, what: bytes):
+        t = forged(value)
+        if t is not None:  # str.encode itself: a class name may be a str subclass with hooks
+            report(what + b" " + _encode(_name(t), "utf-8", "replace")[:80] + b", not plain data")
+
+    def checked(it):
+        for item in it:
+            require_plain(item, b"yielded")
+            yield item
+
+    def guard(fn):
+        def candidate(*args, **kwargs):
+            plain_args = forged((args, kwargs)) is None  # a test may pass its own objects
+            result = fn(*args, **kwargs)
+            if plain_args:
+                require_plain((args, kwargs), b"changed an argument to hold")
+            if _type(result) in _lazy:
+                return checked(result)
+            require_plain(result, b"returned")
+            return result
+        return candidate
+
+    def tampered():
+        for label, ns, keys, values in watched:
+            if _any(_map(_is_not, _map(ns.get, keys), values)):
+                key = _next(k for k, v in _zip(keys, values) if ns.get(k) is not v)
+                return label + b"." + _encode(key, "utf-8", "replace")
+        return None
+
+    return guard, tampered
+
+
 def _drop_to(uid: int) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
@@ -172,7 +300,7 @@ def _drop_to(uid: int) -> None:
 
 
 def _child(job: dict, test_code, check_code, n_sites: int, nonce: bytes, res_w: int, out_w: int,
-           workdir: str, cfg: dict, *, _exit=os._exit, _write=os.write, _bool=bool, _type=type,
+           workdir: str, cfg: dict, watched: tuple, *, _exit=os._exit, _write=os.write, _bool=bool, _type=type,
            _str=str, _dict=dict, _exec=exec, _compile=compile, _BaseException=BaseException,
            _MemoryError=MemoryError, _NameError=NameError, _RuntimeError=RuntimeError,
            _FunctionType=types.FunctionType, _builtins=dict(builtins.__dict__),
@@ -198,11 +326,15 @@ def _child(job: dict, test_code, check_code, n_sites: int, nonce: bytes, res_w: 
             _drop_to(cfg["uid"])
         _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/self/mem, no ptrace by its own uid
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        sys.modules["random"].seed(0)  # deterministic programs stay deterministic
         flush = sys.stdout.flush  # fd 1 is now the output pipe (line-buffered by the worker)
         user_ns, test_builtins = {"__builtins__": _dict(_builtins)}, _dict(_builtins)
         state = [None] * n_sites
         mem_record, done_record = nonce + b" M\n", nonce + b" D\n"
+
+        def report(detail: bytes):  # a forged value or a rebound module: the sample ends here
+            _write(res, nonce + b" V " + detail.replace(b"\n", b" ")[:300] + b"\n")
+            _exit(0)
+        guard, tampered = _make_guard(report, watched)
 
         def rec(i, value):  # a rewritten assert: report its first run and its first failure
             ok = value is True or (value is not False and _bool(value))
@@ -213,10 +345,13 @@ def _child(job: dict, test_code, check_code, n_sites: int, nonce: bytes, res_w: 
         _install_guard(res, nonce)
         phase = b"compile"
         code = _compile(job["prompt"] + job["completion"] + "\n", "<completion>", "exec", dont_inherit=True)
+        prompt_ns = _prompt_names(job["prompt"], _builtins)
+        sys.modules["random"].seed(0)  # deterministic programs stay deterministic
         phase = b"program"
         _exec(code, user_ns)
-        phase = b"test"  # the test sees the program's names, but pristine builtins
-        test_ns = {k: v for k, v in user_ns.items() if _type(k) is _str and k not in _names}
+        phase = b"test"  # the test sees the prompt's names (helpers it calls), never the candidate's
+        test_ns = {k: v for k, v in (user_ns if prompt_ns is None else prompt_ns).items()
+                   if _type(k) is _str and k not in _names}
         test_ns["__builtins__"], test_ns[_rec_name] = test_builtins, rec
         _exec(test_code, test_ns)
         check = test_ns.get("check")
@@ -227,10 +362,17 @@ def _child(job: dict, test_code, check_code, n_sites: int, nonce: bytes, res_w: 
         # (MBPP's `sum`, `max`), which test_ns leaves out so the test keeps pristine builtins
         if entry not in user_ns:
             raise _NameError(f"name '{entry}' is not defined")
-        check(user_ns[entry])
+        candidate = guard(user_ns[entry])
+        if entry in test_ns or prompt_ns is not None:  # a test may call it by name (HumanEval/33)
+            test_ns[entry] = candidate
+        check(candidate)
+        if (where := tampered()) is not None:
+            report(b"rebound " + where)
         _write(res, done_record)
     except _BaseException as e:
         try:
+            if phase in (b"program", b"test", b"check") and (where := tampered()) is not None:
+                report(b"rebound " + where)
             if _type(e) is _MemoryError:
                 _write(res, mem_record)
             msg = (_type(e).__name__ + ": " + _str(e)).replace("\n", " ")[:300]
@@ -242,6 +384,22 @@ def _child(job: dict, test_code, check_code, n_sites: int, nonce: bytes, res_w: 
             flush()
         finally:
             _exit(0)
+
+
+def _prompt_names(prompt: str, pristine: dict) -> dict | None:
+    """The names the task's prompt defines when it runs alone (before the candidate): the helpers a
+    test may call (HumanEval/32's poly, /38's encode_cyclic), which a completion must not redefine.
+    None when the prompt does not run alone (an arbitrary JSONL prompt): the program's names then."""
+    last = next((line for line in reversed(prompt.splitlines()) if line.strip()), "")
+    stub = " " * (len(last) - len(last.lstrip()) + 4) + "pass\n"  # for a prompt that ends at a def's colon
+    for source in (prompt + "\n", prompt.rstrip() + "\n" + stub):
+        ns = {"__builtins__": dict(pristine)}
+        try:
+            exec(compile(source, "<prompt>", "exec", dont_inherit=True), ns)
+            return ns
+        except Exception:
+            continue
+    return None
 
 
 # ---------------------------------------------------------------- the worker process
@@ -319,7 +477,7 @@ def _clean(cfg: dict, workdir: str) -> None:
                 pass
 
 
-def _run_sample(job: dict, cfg: dict, n: int) -> dict:
+def _run_sample(job: dict, cfg: dict, n: int, watched: tuple = ()) -> dict:
     test_code, check_code, lines, error = _prepare_test(job["test"])
     if error:
         return _failed("syntax_error", error, len(lines))
@@ -330,7 +488,7 @@ def _run_sample(job: dict, cfg: dict, n: int) -> dict:
     (res_r, res_w), (out_r, out_w) = os.pipe(), os.pipe()
     nonce, t0 = os.urandom(16).hex().encode(), time.monotonic()
     if (pid := os.fork()) == 0:
-        _child(job, test_code, check_code, len(lines), nonce, res_w, out_w, workdir, cfg)
+        _child(job, test_code, check_code, len(lines), nonce, res_w, out_w, workdir, cfg, watched)
     os.close(res_w)
     os.close(out_w)
     pidfd = os.pidfd_open(pid)
@@ -371,17 +529,18 @@ def _verdict(records: bytes, output: bytes, nonce: bytes, lines: tuple, status: 
     """Status from the authenticated records and how the process ended, never from its output
     (except to tell an out-of-memory crash from another crash)."""
     sites: list = [None] * len(lines)
-    done, mem, error, forbidden, tamper = 0, False, None, None, False
+    done, mem, error, forbidden, tamper, forged = 0, False, None, None, False, None
     for line in filter(None, records.split(b"\n")):
         parts = line.split(b" ", 3) + [b"", b""]
         if parts[0] != nonce:
             tamper = True
         elif parts[1] == b"A" and parts[2].isdigit() and int(parts[2]) < len(lines):
             sites[int(parts[2])] = sites[int(parts[2])] is not False and parts[3] == b"1"
-        elif parts[1] in (b"D", b"M", b"E", b"F"):
+        elif parts[1] in (b"D", b"M", b"E", b"F", b"V"):
             done, mem = done + (parts[1] == b"D"), mem or parts[1] == b"M"
             error = (parts[2].decode(), parts[3].decode("utf-8", "replace")) if parts[1] == b"E" else error
             forbidden = parts[2].decode() if parts[1] == b"F" else forbidden
+            forged = line.split(b" V ", 1)[1].decode("utf-8", "replace") if parts[1] == b"V" else forged
         else:
             tamper = True
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
@@ -391,6 +550,8 @@ def _verdict(records: bytes, output: bytes, nonce: bytes, lines: tuple, status: 
         st, detail = "killed", f"forbidden operation: {forbidden}"
     elif tamper or done > 1:
         st, detail = "killed", "tampered with the result channel"
+    elif forged:
+        st, detail = "forged_value", forged
     elif timed_out or cpu_out:
         st, detail = "timeout", f"exceeded {cfg['timeout_s']:g} s wall / {cfg['cpu_time_s']:g} s CPU"
     elif error and error[0] == "compile":
@@ -406,8 +567,9 @@ def _verdict(records: bytes, output: bytes, nonce: bytes, lines: tuple, status: 
         st, detail = ("failed", f"assert failed at test line {', '.join(bad)}") if bad else ("passed", "")
     else:
         st, detail = "runtime_error", f"exited before the tests finished (exit code {os.WEXITSTATUS(status)})"
-    results = ([ok is not False for ok in sites] if st in ("passed", "failed") else
-               [ok is True for ok in sites] if st == "runtime_error" else [False] * len(sites))
+    # no credit for an assert that never ran, unless check() returned with every assert passing
+    results = ([True] * len(sites) if st == "passed" else
+               [ok is True for ok in sites] if st in ("failed", "runtime_error") else [False] * len(sites))
     return dict(status=st, passed=st == "passed", asserts_passed=sum(results), asserts_total=len(sites),
                 assert_results=results, detail=detail[:300], duration_s=round(duration, 6), output=text)
 
@@ -427,6 +589,7 @@ def _worker_main(cfg_json: str) -> None:
     # Not threading (its at-fork hook costs every sample), unless the samples cannot import at all.
     for name in _PRELOAD + (["threading", "subprocess", "queue"] if cfg["uid"] and not cfg["pidns"] else []):
         __import__(name)
+    watched = _watched()
     gc.freeze()  # the children's garbage collector leaves these pages shared (no copy-on-write)
     sys.stdout.reconfigure(line_buffering=True, errors="replace")  # for the children's output
     jobs, results = os.fdopen(os.dup(0), "rb"), os.dup(1)
@@ -434,7 +597,7 @@ def _worker_main(cfg_json: str) -> None:
     os.dup2(2, 1)  # a stray print must not corrupt the result stream
     n = 0
     while len(head := jobs.read(4)) == 4:
-        data = _frame(_run_sample(json.loads(jobs.read(struct.unpack(">I", head)[0])), cfg, n))
+        data = _frame(_run_sample(json.loads(jobs.read(struct.unpack(">I", head)[0])), cfg, n, watched))
         while data:
             data = data[os.write(results, data):]
         n += 1
@@ -469,7 +632,7 @@ _HIDDEN = ["/tmp", "/dev/shm"] + [d for d in ("/run", "/var/run") if os.path.isd
 def _bound_under(hidden: list[str]) -> list[str]:
     """Needed folders that lie under a folder the sandbox replaces with an empty tmpfs (a project
     cloned under /tmp, say): they are bound back read-only, and the worker's cleaning skips them."""
-    under = sorted(q for q in _needed_paths() if any(q == h or q.startswith(h + "/") for h in hidden))
+    under = sorted(q for q in _needed_paths() if any(q.startswith(h + "/") for h in hidden))  # never all of one
     return [q for q in under if not any(q.startswith(o + "/") for o in under if o != q)]
 
 

@@ -27,7 +27,7 @@ def pairs(names):
 
 PARAMS = RewardModelParams(backbone="sft", use_human_logits=True, human_logits_layer="second_last",
                            human_feedback_weight=0.3, learning_rate=3e-3, epochs=4, batch_size=4,
-                           max_length=64, weight_decay=0.0, max_grad_norm=1.0, center_rewards_coefficient=0.01)
+                           eval_batch_size=8, max_length=64, weight_decay=0.0, max_grad_norm=1.0, center_rewards_coefficient=0.01)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_score_mixes_heads_with_weight(sft_dir):
 def test_training_raises_held_out_accuracy_and_moves_both_heads(sft_dir):
     model, tok = make(sft_dir)
     train_exec, train_human, held_out = pairs(NAMES[:8]), pairs(NAMES[8:14]), pairs(NAMES[14:])
-    before = {h: evaluate_pairs(model, tok, held_out, h) for h in ("preference", "human", "score")}
+    before = {h: evaluate_pairs(model, tok, held_out, h, PARAMS.eval_batch_size) for h in ("preference", "human", "score")}
     heads0 = [model.preference_head.weight.clone(), model.human_head.weight.clone()]
     logged = []
     stats = train_reward_model(model, tok, train_exec, train_human, PARAMS, seed=0, log=logged.append)
@@ -122,7 +122,7 @@ def test_training_raises_held_out_accuracy_and_moves_both_heads(sft_dir):
     assert len(logged) == 4 and math.isfinite(logged[-1]["preference_loss"]) and "human_loss" in logged[-1]
     assert logged[-1]["preference_loss"] < logged[0]["preference_loss"]
     for head in ("preference", "human", "score"):
-        after = evaluate_pairs(model, tok, held_out, head)
+        after = evaluate_pairs(model, tok, held_out, head, PARAMS.eval_batch_size)
         assert after["n"] == 6 and after["accuracy"] >= 0.9, head
         assert after["mean_margin"] > before[head]["mean_margin"], head
     assert not torch.equal(heads0[0], model.preference_head.weight)

@@ -38,7 +38,8 @@ def sandbox(**kw) -> SandboxParams:
 
 def params(**w) -> CompositeParams:
     base = dict(syntax=0.0, execution=0.0, semantic=0.0, preference=0.0, semantic_metric="codebleu",
-                bertscore_model="minilm", bertscore_layers=6, bertscore_batch_size=8)
+                codebleu_weights=[0.25, 0.25, 0.25, 0.25], bertscore_model="minilm", bertscore_layers=6,
+                bertscore_batch_size=8)
     return CompositeParams(**{**base, **w})
 
 
@@ -111,3 +112,16 @@ def test_hostile_programs_earn_no_execution_reward(backend, tmp_path):
     assert {h.name: s for h, s in zip(progs, scores) if s != 0.0} == {}
     # and the right program still earns full reward from the same harness
     assert run(r, ["    return x + 1\n"], {k: v[:1] for k, v in cols.items()}, HPROMPT) == [1.0]
+
+
+def test_codebleu_weights_reach_the_semantic_reward():
+    """The semantic reward scores with the weights it is given (evaluate's by default), not codebleu's own."""
+    cands, refs = ["    return x - 1\n"], ["    return x + 1\n"]
+    even = CompositeReward(params(semantic=1.0), sandbox()).semantic([PROMPT], cands, refs)
+    syntax_only = CompositeReward(params(semantic=1.0, codebleu_weights=[0, 0, 1, 0]), sandbox()).semantic(
+        [PROMPT], cands, refs)
+    assert even == pytest.approx([codebleu(["return x - 1"], ["return x + 1"])])
+    assert syntax_only == pytest.approx([codebleu(["return x - 1"], ["return x + 1"], (0, 0, 1, 0))])
+    assert even != syntax_only
+    with pytest.raises(ValueError, match="codebleu_weights"):
+        CompositeReward(params(semantic=1.0, codebleu_weights=None), sandbox())

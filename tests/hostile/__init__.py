@@ -31,6 +31,9 @@ def _h(name, completion, *statuses, needs_own_uid=False):
 
 
 RT, FAIL, TO, KILL, MEM, SYN = "runtime_error", "failed", "timeout", "killed", "memory_exceeded", "syntax_error"
+FORGED = "forged_value"
+# a class whose instances equal anything (the forgeries below return one in various disguises)
+_ANY = "    class Any:\n        def __eq__(self, other):\n            return True\n        __hash__ = object.__hash__\n"
 
 PROGRAMS = [
     # wrong, crashing, looping
@@ -113,7 +116,7 @@ PROGRAMS = [
     _h("redefine_builtins", "    return None\nimport builtins\nbuiltins.bool = lambda v: True\n"
        "builtins.print = None\nbuiltins.isinstance = None\n__builtins__.clear()\n", FAIL, RT),
     _h("patch_harness_module", "    return None\nimport sys\nm = sys.modules['src.sandbox']\n"
-       "m._verdict = m._child = m._install_guard = None\nm._REC = 'nothing'\n", FAIL),
+       "m._verdict = m._child = m._install_guard = m._make_guard = None\nm._REC = 'nothing'\n", FAIL, FORGED),
     _h("walk_frames", "    import sys\n    f = sys._getframe()\n    while f.f_back:\n        f = f.f_back\n"
        "    return x + 1\n", RT),
     _h("traceback_frames", "    try:\n        1 / 0\n    except ZeroDivisionError as e:\n"
@@ -122,6 +125,24 @@ PROGRAMS = [
     _h("ctypes_memory", "    import ctypes\n    ctypes.string_at(id(x), 8)\n    return x + 1\n", KILL),
     _h("proc_self_mem", "    open('/proc/self/mem', 'rb')\n    return x + 1\n", KILL),
     _h("settrace", "    import sys\n    sys.settrace(lambda *a: None)\n    return x + 1\n", KILL),
+    # values that lie about equality, truth or hashing (a test compares what the candidate returns)
+    _h("eq_always_true", _ANY + "    return Any()\n", FORGED),
+    _h("int_subclass_eq", "    class Int(int):\n        def __eq__(self, other):\n            return True\n"
+       "        __hash__ = int.__hash__\n    return Int(0)\n", FORGED),
+    _h("str_subclass", "    class S(str):\n        __eq__ = lambda s, o: True\n        __hash__ = str.__hash__\n"
+       "    return S('no')\n", FORGED),
+    _h("bool_true_object", "    class T:\n        def __bool__(self):\n            return True\n    return T()\n", FORGED),
+    _h("nested_in_list", _ANY + "    return [[1, (Any(),)]]\n", FORGED),
+    _h("nested_in_dict_key", _ANY + "    return {{Any(): 1}}\n", FORGED),
+    _h("nested_in_dict_value", _ANY + "    return {{'k': [Any()]}}\n", FORGED),
+    _h("dict_subclass", "    class D(dict):\n        __eq__ = lambda s, o: True\n    return D()\n", FORGED),
+    _h("type_made_on_the_fly", "    return type('T', (float,), {{'__eq__': lambda s, o: True}})(0.0)\n", FORGED),
+    _h("generator_of_forgeries", _ANY + "    def g():\n        yield x + 1\n        yield Any()\n    return g()\n",
+       FORGED, FAIL),
+    _h("map_of_forgeries", _ANY + "    return map(lambda v: Any(), [x])\n", FORGED, FAIL),
+    _h("patch_stdlib_function", "    import math\n    math.isclose = lambda *a, **k: True\n    return None\n", FORGED),
+    _h("patch_stdlib_class", "    import collections\n    collections.Counter.__eq__ = lambda s, o: True\n"
+       "    return x + 1\n", FORGED),
     # environment and I/O
     _h("read_caller_env", "    import os, subprocess\n"
        "    out = subprocess.run(['sh', '-c', 'env; cat /proc/*/environ'], capture_output=True).stdout\n"
