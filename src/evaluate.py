@@ -16,8 +16,8 @@ from typing import Literal
 from src.io import read_split, run_cli, write_json, write_jsonl
 from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
 from src.sandbox import Job, SandboxParams, execute
+from src.tasks import TASK_COLUMNS
 
-TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 
 
 @dataclasses.dataclass
@@ -107,7 +107,7 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
     from src.models import load_policy
 
     seed_everything(base.seed, base.num_threads)
-    tasks = read_split(Path(data_dir) / "test.jsonl", TASK_FIELDS)
+    tasks = read_split(Path(data_dir) / "test.jsonl", TASK_COLUMNS)
     if p.max_tasks:
         tasks = tasks[:p.max_tasks]
     prompts = [t["prompt"] for t in tasks]

@@ -22,8 +22,8 @@ from src.io import UserError, read_jsonl, read_split, run_cli, write_json
 from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
 from src.rewards import CompositeParams
 from src.sandbox import SandboxParams
+from src.tasks import TASK_COLUMNS
 
-TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 PAIR_FIELDS = {"prompt": str, "chosen": str, "rejected": str, "source": str}
 
 
@@ -81,7 +81,7 @@ def online_prompts(tasks: list[dict], stats_path: Path, p: AlignParams) -> list[
     if not tasks:
         raise UserError(f"{stats_path}: no training prompts left after filtering "
                         "(set ppo_or_dpo.filter_prompts: false or sample more in the reward stage)")
-    return [{k: t[k] for k in TASK_FIELDS} for t in tasks]
+    return [{k: t[k] for k in TASK_COLUMNS} for t in tasks]
 
 
 def load_scorer(rm_dir: str, batch_size: int):
@@ -98,7 +98,7 @@ def composite_reward(ctx: MethodContext):
 
 
 def train_tasks(ctx: MethodContext) -> list[dict]:
-    return read_split(Path(ctx.data_dir) / "train.jsonl", TASK_FIELDS)
+    return read_split(Path(ctx.data_dir) / "train.jsonl", TASK_COLUMNS)
 
 
 def run_trainer(trainer, live, ctx: MethodContext, **extra) -> Aligned:

@@ -24,8 +24,8 @@ from src.pairs import (PairParams, build_pairs, pair_stats, read_human_feedback,
 from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
 from src.reward_model import RewardModelParams
 from src.sandbox import Job, SandboxParams, execute
+from src.tasks import TASK_COLUMNS
 
-TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 
 
 @dataclasses.dataclass
@@ -87,7 +87,7 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     from src.training import checkpointing, dvclive_logger, file_digest, work_dir
 
     seed_everything(base.seed, base.num_threads)
-    tasks = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
+    tasks = read_split(Path(data_dir) / "train.jsonl", TASK_COLUMNS)
     if p.max_tasks:
         tasks = tasks[:p.max_tasks]
     policy, tok = load_policy(sft_dir)

@@ -19,8 +19,7 @@ from typing import Any
 
 from src.io import read_split, run_cli, write_json
 from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
-
-TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str}
+from src.tasks import TASK_COLUMNS
 
 
 @dataclasses.dataclass
@@ -91,8 +90,8 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
                               trl_config, work_dir)
 
     seed_everything(base.seed, base.num_threads)
-    train = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
-    val = read_split(Path(data_dir) / "val.jsonl", TASK_FIELDS)
+    train = read_split(Path(data_dir) / "train.jsonl", TASK_COLUMNS)
+    val = read_split(Path(data_dir) / "val.jsonl", TASK_COLUMNS)
     model, tok = build_policy(p, train, base.seed)
     tok.padding_side = "right"  # training pads on the right; generation switches to left
 
