@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from src.io import read_split, run_cli, write_json, write_jsonl
-from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
+from src.params import BaseParams, bounded, parse_section, read_params
 from src.sandbox import Job, SandboxParams, execute
 from src.tasks import TASK_COLUMNS
 
@@ -99,12 +99,11 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
     sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
     p = parse_section(EvaluateParams, raw.get("evaluate"), "evaluate")
 
-    import torch  # noqa: F401  (seed_everything seeds torch once it is imported)
-
     from src import distributed
     from src.generation import generate
     from src.metrics.passk import policy_delta
     from src.models import load_policy
+    from src.training import seed_everything
 
     seed_everything(base.seed, base.num_threads)
     tasks = read_split(Path(data_dir) / "test.jsonl", TASK_COLUMNS)

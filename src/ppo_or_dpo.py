@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from src.io import UserError, read_jsonl, read_split, run_cli, write_json
-from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
+from src.params import BaseParams, bounded, parse_section, read_params
 from src.rewards import CompositeParams
 from src.sandbox import SandboxParams
 from src.tasks import TASK_COLUMNS
@@ -226,7 +226,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
 
     from src import distributed
     from src.models import load_policy, save_policy
-    from src.training import checkpointing, file_digest, work_dir
+    from src.training import checkpointing, file_digest, seed_everything, work_dir
 
     seed_everything(base.seed, base.num_threads)
     policy, tok = load_policy(sft_dir)
