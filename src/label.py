@@ -40,7 +40,7 @@ _FILES = {"/": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 MAX_BODY = 64 * 1024
-TASK_FIELDS = {"task_id": (str, int), "test": str, "entry_point": str}
+RERUN_FIELDS = {"task_id": (str, int), "test": str, "entry_point": str}   # a task to re-run (any task file)
 # Nothing from elsewhere: scripts, styles, fetches and frames from this origin only.
 _SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
                      "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
@@ -95,7 +95,7 @@ class LabelApp:
         if p.rerun and tasks_path and Path(tasks_path).exists():
             if sandbox is None:
                 raise ValueError("re-running needs the sandbox params")
-            self.tasks = {t["task_id"]: t for t in read_jsonl(tasks_path, TASK_FIELDS)}
+            self.tasks = {t["task_id"]: t for t in read_jsonl(tasks_path, RERUN_FIELDS)}
         self._lock = threading.Lock()
         self._orders: dict[str, list[Pair]] = {}
         self._files: dict[Path, tuple] = {}       # path -> (stat key, {pair_id: label}) in file order
