@@ -7,20 +7,17 @@ sandbox, score them with every metric and compare with the targets.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import math
-import textwrap
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
 from src.io import read_split, run_cli, write_json, write_jsonl
-from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
+from src.params import BaseParams, bounded, parse_section, read_params
 from src.sandbox import STATUSES, Job, SandboxParams, execute
+from src.tasks import TASK_COLUMNS
 
-TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 
 
 @dataclasses.dataclass
@@ -42,72 +39,12 @@ class EvaluateParams:
     targets: dict[str, float]        # metric -> minimum; `met` says which are reached
 
 
-def body(code: str) -> str:
-    """A function body dedented so that AST-based metrics can parse it."""
-    return textwrap.dedent(code).strip("\n")
-
-
-def function_code(prompt: str, completion: str) -> str | None:
-    """The whole function without docstrings, for RUBY: its PDG needs a compilable unit, and the
-    docstring (shared by candidate and reference) would inflate the similarity. None when
-    prompt + completion does not parse."""
-    try:
-        tree = ast.parse(prompt + completion)
-    except SyntaxError:
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body \
-                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
-                and isinstance(node.body[0].value.value, str):
-            node.body = node.body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
-
-
-def ruby_pair(prompt: str, completion: str, reference: str) -> tuple[float, str]:
-    """RUBY on whole functions; on the bodies (its string level) when the candidate does not parse."""
-    from src.metrics.ruby import ruby
-    cand, ref = function_code(prompt, completion), function_code(prompt, reference)
-    if cand is None or ref is None:
-        return ruby(body(completion), body(reference))
-    return ruby(cand, ref)
-
-
-def _stderr(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n) if n > 1 else 0.0
-
-
-def task_counts(rows: list[dict], greedy: bool) -> dict[str, tuple[int, int]]:
-    """Per task (in first-seen order), (programs, passed) over its sampled (or greedy) rows."""
-    counts: dict[str, tuple[int, int]] = {}
-    for r in rows:
-        if r["greedy"] == greedy:
-            n, c = counts.get(r["task_id"], (0, 0))
-            counts[r["task_id"]] = (n + 1, c + int(r["passed"]))
-    return counts
-
-
-def task_rates(rows: list[dict], greedy: bool) -> dict[str, float]:
-    """Per task, the share of its sampled (or greedy) programs that passed."""
-    return {k: c / n for k, (n, c) in task_counts(rows, greedy).items()}
-
-
-def policy_delta(base: dict, other: dict, base_rows: list[dict], other_rows: list[dict]) -> dict:
-    """other - base per metric, and for pass@1 (sampled and greedy) the standard error of that
-    difference over the same tasks (`*_stderr_paired`): far smaller than either policy's own."""
-    from src.metrics import passk
-    d = {k: round(v - base[k], 4) for k, v in other.items()
-         if isinstance(v, float) and isinstance(base.get(k), float) and not k.endswith("_stderr")}
-    for key, greedy in (("pass@1", False), ("pass@1_greedy", True)):
-        if key in d:
-            se = passk.paired_stderr(task_rates(base_rows, greedy), task_rates(other_rows, greedy))
-            d[f"{key}_stderr_paired"] = round(se, 4)
-    return d
-
-
 def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] | None,
-                 p: EvaluateParams, sandbox: SandboxParams) -> tuple[dict, list[dict], dict]:
+                 p: EvaluateParams, sandbox: SandboxParams, device: str = "cpu") -> tuple[dict, list[dict], dict]:
     """Every metric for one policy; also the per-sample rows and pass@1 per family/difficulty."""
     from src.metrics import passk, quality, text
+    from src.metrics.ruby import ruby_pair
+    from src.metrics.text import body
 
     flat = [(t, c) for t, cs in zip(tasks, samples) for c in cs]
     g_flat = [(t, c) for t, c in zip(tasks, greedy or [])]
@@ -120,7 +57,7 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
             for (t, c), r, (_, lvl) in zip(flat, res, rb)]
     rows += [{"task_id": t["task_id"], "completion": c, "greedy": True, **r.to_dict()}
              for (t, c), r in zip(g_flat, g_res)]
-    counts = task_counts(rows, greedy=False)
+    counts = passk.task_counts(rows, greedy=False)
     cands = [body(c) for _, c in flat]
     refs = [body(t["canonical_solution"]) for t, _ in flat]
     full = [t["prompt"] + c for t, c in flat]
@@ -128,7 +65,8 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
         **passk.pass_at_k_table(counts, p.ks),
         "pass@1_stderr": passk.pass_at_1_stderr(counts),
         "exec_score": sum(r.score for r in res) / len(res),
-        "bertscore": text.bertscore(cands, refs, p.bertscore_model, p.bertscore_layers, p.bertscore_batch_size),
+        "bertscore": text.bertscore(cands, refs, p.bertscore_model, p.bertscore_layers, p.bertscore_batch_size,
+                                    device),
         "codebleu": text.codebleu(cands, refs, tuple(p.codebleu_weights)),
         "bleu": text.bleu(cands, refs, p.text_tokenize),
         "rouge": text.rouge_l(cands, refs, p.text_tokenize),
@@ -137,7 +75,7 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
     }
     if g_res:
         m["pass@1_greedy"] = sum(r.passed for r in g_res) / len(g_res)
-        m["pass@1_greedy_stderr"] = _stderr(m["pass@1_greedy"], len(g_res))
+        m["pass@1_greedy_stderr"] = passk.proportion_stderr(m["pass@1_greedy"], len(g_res))
 
     groups: dict[str, list[float]] = defaultdict(list)
     for t in tasks:
@@ -162,14 +100,14 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
     sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
     p = parse_section(EvaluateParams, raw.get("evaluate"), "evaluate")
 
-    import torch  # noqa: F401  (seed_everything seeds torch once it is imported)
-
     from src import distributed
     from src.generation import generate
+    from src.metrics.passk import policy_delta
     from src.models import load_policy
+    from src.training import seed_everything
 
     seed_everything(base.seed, base.num_threads)
-    tasks = read_split(Path(data_dir) / "test.jsonl", TASK_FIELDS)
+    tasks = read_split(Path(data_dir) / "test.jsonl", TASK_COLUMNS)
     if p.max_tasks:
         tasks = tasks[:p.max_tasks]
     prompts = [t["prompt"] for t in tasks]
@@ -187,7 +125,7 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
                                              p.batch_size, base.seed, progress=True)]
         if not distributed.is_main():
             continue  # processes share the generation (the slow part); the main one scores
-        metrics, rows, by_group = score_policy(tasks, samples, greedy, p, sandbox)
+        metrics, rows, by_group = score_policy(tasks, samples, greedy, p, sandbox, str(distributed.device()))
         write_jsonl(Path(samples_dir) / f"{name}.jsonl", rows)
         sample_rows[name] = rows
         out[name] = metrics

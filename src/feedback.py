@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 
 from src.io import UserError, read_jsonl
-from src.pairs import HUMAN_FIELDS, SKIP_LABELS
+from src.pairs import HUMAN_FIELDS, SKIP_LABELS, pick_spread
 
 LABELS = ("a_better", "b_better", "tie", "both_bad", "skip")
 PREFERENCES = ("a_better", "b_better")
@@ -172,19 +172,13 @@ def select_pairs(cands: list[Candidate], strategy: str, max_pairs_per_task: int,
                         continue
                     key = (tier, abs((a.score or 0.0) - (b.score or 0.0)))
                 scored.append((key, rng.random(), a, b))
-        scored.sort(key=lambda s: (s[0], s[1]))
-        used: dict[str, int] = {}
-        picked = []
-        while scored and (max_pairs_per_task == 0 or len(picked) < max_pairs_per_task):
-            # best key first; among equal keys the pair whose completions were used least
-            k = min(range(len(scored)), key=lambda k: (scored[k][0], used.get(scored[k][2].hash, 0)
-                                                       + used.get(scored[k][3].hash, 0), scored[k][1]))
-            _, _, a, b = scored.pop(k)
-            used[a.hash] = used.get(a.hash, 0) + 1
-            used[b.hash] = used.get(b.hash, 0) + 1
+        scored.sort(key=lambda s: (s[0], s[1]))   # equal keys in seeded random order
+        # best key first; among equal keys the pair whose completions were used least
+        picked = pick_spread(scored, max_pairs_per_task, rank=lambda s: s[0],
+                             members=lambda s: (s[2].hash, s[3].hash))
+        for i, (_, _, a, b) in enumerate(picked):
             first, second = sorted((a, b), key=lambda c: c.hash)
-            picked.append(Pair(pair_id(a.hash, b.hash), first, second, len(picked)))
-        out.extend(picked)
+            out.append(Pair(pair_id(a.hash, b.hash), first, second, i))
     return out
 
 

@@ -2,14 +2,13 @@
 
     python -m src.label --params params.yaml --samples data/reward/samples.jsonl \
         --feedback data/human_feedback --tasks data/prepared/train.jsonl [--annotator NAME] [--port N]
-    python -m src.label report --feedback data/human_feedback --metrics metrics/human_feedback.json
 
 `serve` (the default) shows one pair at a time: the prompt, candidates A and B side by side, their
 execution results on request, and A better / B better / tie / both bad / skip (buttons or keys
 1-5) with an optional reason. Each judgment is appended to `<feedback>/<annotator>.jsonl`; a reload
 resumes at the annotator's first unjudged pair. Binds to 127.0.0.1; anything else needs
 `--allow-remote` (there is no login: whoever reaches the page can write judgments).
-`report` writes counts, labels and Cohen's kappa between annotators (src/feedback.py).
+The `human_feedback` stage (src/human_feedback.py) reports the annotators' agreement.
 
 Standard library only (http.server); the page (src/label_static/) loads nothing from elsewhere.
 """
@@ -32,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from src.feedback import (LABELS, Candidate, Pair, annotator_order, append_judgment, feedback_path,
                           judgment_row, load_candidates, read_judgments, row_pair_id, select_pairs, sides,
                           validate_annotator)
-from src.io import UserError, read_jsonl, run_cli, write_json
+from src.io import UserError, read_jsonl, run_cli
 from src.pairs import read_human_feedback
 from src.params import BaseParams, bounded, parse_section, read_params
 
@@ -41,7 +40,7 @@ _FILES = {"/": ("index.html", "text/html; charset=utf-8"),
           "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 MAX_BODY = 64 * 1024
-TASK_FIELDS = {"task_id": (str, int), "test": str, "entry_point": str}
+RERUN_FIELDS = {"task_id": (str, int), "test": str, "entry_point": str}   # a task to re-run (any task file)
 # Nothing from elsewhere: scripts, styles, fetches and frames from this origin only.
 _SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
                      "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
@@ -96,7 +95,7 @@ class LabelApp:
         if p.rerun and tasks_path and Path(tasks_path).exists():
             if sandbox is None:
                 raise ValueError("re-running needs the sandbox params")
-            self.tasks = {t["task_id"]: t for t in read_jsonl(tasks_path, TASK_FIELDS)}
+            self.tasks = {t["task_id"]: t for t in read_jsonl(tasks_path, RERUN_FIELDS)}
         self._lock = threading.Lock()
         self._orders: dict[str, list[Pair]] = {}
         self._files: dict[Path, tuple] = {}       # path -> (stat key, {pair_id: label}) in file order
@@ -381,22 +380,9 @@ def serve(params_path: str, samples: str, feedback: str, tasks: str | None, anno
         srv.server_close()
 
 
-def report(feedback: str, metrics: str) -> dict:
-    """Write the agreement report of `feedback` to `metrics`."""
-    from src.feedback import agreement_report
-
-    out = agreement_report(feedback)
-    write_json(metrics, out)
-    kappa = out["cohen_kappa_mean"]
-    print(f"human feedback: {out['judgments']} judgments by {len(out['annotators'])} annotators, "
-          f"{out['pairs_judged_by_2_or_more']} pairs judged by 2+, Cohen's kappa "
-          f"{'n/a' if kappa is None else kappa}")
-    return out
-
-
 def cli(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("serve", "report", "-h", "--help"):
+    if not argv or argv[0] not in ("serve", "-h", "--help"):
         argv.insert(0, "serve")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -411,15 +397,9 @@ def cli(argv=None) -> None:
     s.add_argument("--strategy", help="overrides label.strategy")
     s.add_argument("--allow-remote", action="store_true", help="allow a non-loopback host (no login!)")
     s.add_argument("--verbose", action="store_true", help="log every request")
-    r = sub.add_parser("report", help="write counts, labels and Cohen's kappa between annotators")
-    r.add_argument("--feedback", default="data/human_feedback")
-    r.add_argument("--metrics", default="metrics/human_feedback.json")
     a = ap.parse_args(argv)
-    if a.cmd == "report":
-        run_cli(lambda: report(a.feedback, a.metrics))
-    else:
-        run_cli(lambda: serve(a.params, a.samples, a.feedback, a.tasks, a.annotator, a.host, a.port,
-                              a.strategy, a.allow_remote, a.verbose))
+    run_cli(lambda: serve(a.params, a.samples, a.feedback, a.tasks, a.annotator, a.host, a.port,
+                          a.strategy, a.allow_remote, a.verbose))
 
 
 if __name__ == "__main__":

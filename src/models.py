@@ -116,10 +116,15 @@ def load_policy(path_or_id: str, cache_dir: str | os.PathLike = "models/cache"):
         model = AutoModelForCausalLM.from_pretrained(name, dtype="float32")
     except OSError as e:
         raise UserError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    ensure_pad_token(tok)
     tok.padding_side = "left"
     return model, tok
+
+
+def ensure_pad_token(tok) -> None:
+    """Batching needs a pad token; a tokenizer without one (many pretrained ones) pads with EOS."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
 
 
 def save_policy(model, tokenizer, out_dir: str | os.PathLike, params: dict, state_dict: dict | None = None) -> None:

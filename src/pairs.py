@@ -72,15 +72,23 @@ def _select(cands: list[tuple[float, int, int]], cap: int, rng: random.Random) -
     rng.shuffle(cands)
     if cap == 0 or len(cands) <= cap:
         return sorted(cands, key=lambda c: -c[0])   # stable: shuffled order within a priority
-    used: dict[int, int] = {}
+    return pick_spread(cands, cap, rank=lambda c: -c[0], members=lambda c: c[1:])
+
+
+def pick_spread(items: list, cap: int, rank: Callable, members: Callable) -> list:
+    """Pick up to `cap` items (0 = all), one at a time: the lowest `rank(item)`; among equal ranks
+    the item whose `members(item)` (its two completions) have been picked least so far, so one
+    strong completion does not fill the whole cap; then the earliest in `items`."""
+    items = list(items)
+    used: dict = {}
     picked = []
-    while len(picked) < cap:
-        best = min(range(len(cands)),
-                   key=lambda k: (-cands[k][0], used.get(cands[k][1], 0) + used.get(cands[k][2], 0), k))
-        c = cands.pop(best)
-        picked.append(c)
-        for j in c[1:]:
-            used[j] = used.get(j, 0) + 1
+    while items and (cap == 0 or len(picked) < cap):
+        best = min(range(len(items)),
+                   key=lambda k: (rank(items[k]), sum(used.get(m, 0) for m in members(items[k])), k))
+        item = items.pop(best)
+        picked.append(item)
+        for m in members(item):
+            used[m] = used.get(m, 0) + 1
     return picked
 
 

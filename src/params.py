@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import re
 import types
 import typing
@@ -146,19 +145,3 @@ class BaseParams:
     resume: bool                        # continue from the last checkpoint of the same params and data
     accelerate: str                     # configs/accelerate/<name>.yaml: how dvc.yaml launches the stages
 
-
-def seed_everything(seed: int, num_threads: int | None = None) -> None:
-    """One seed for python, numpy and torch (torch only if already imported by the caller)."""
-    random.seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
-    try:
-        import numpy as np
-        np.random.seed(seed)
-    except ImportError:
-        pass
-    import sys
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        torch.manual_seed(seed)
-        if num_threads:
-            torch.set_num_threads(num_threads)

@@ -53,17 +53,10 @@ def validate(p: PrepareParams) -> None:
     if p.min_asserts > p.max_asserts:
         raise UserError(f"params key 'prepare.min_asserts': {p.min_asserts} is more than prepare.max_asserts "
                         f"({p.max_asserts})")
-    for i, fam in enumerate(p.families):
-        if fam not in synthetic.FAMILY_NAMES:
-            raise UserError(f"params key 'prepare.families[{i}]': unknown family {fam!r} "
-                            f"(known: {', '.join(synthetic.FAMILY_NAMES)})")
-    if p.heldout_family is not None and p.heldout_family not in (p.families or synthetic.FAMILY_NAMES):
-        raise UserError(f"params key 'prepare.heldout_family': {p.heldout_family!r} is not a family in use "
-                        f"(known: {', '.join(p.families or synthetic.FAMILY_NAMES)})")
-    w = p.difficulty_weights
-    if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
-        raise UserError(f"params key 'prepare.difficulty_weights': expected 3 non-negative weights "
-                        f"(levels 1, 2, 3) with a positive sum, got {w}")
+    try:
+        synthetic.check_arguments(p.families, p.heldout_family, p.difficulty_weights)
+    except synthetic.BadArgument as e:
+        raise UserError(f"params key 'prepare.{e.arg}': {e}") from None
     f = p.split_fracs
     if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1) > 1e-6:
         raise UserError(f"params key 'prepare.split_fracs': expected 3 non-negative shares (train, val, test) "

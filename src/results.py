@@ -44,8 +44,7 @@ def paired_from_samples(rev: str) -> float | None:
     from dvc.exceptions import DvcException
     from dvc_data.index.index import DataIndexError
 
-    from src.evaluate import task_rates
-    from src.metrics.passk import paired_stderr
+    from src.metrics.passk import paired_stderr, task_rates
     try:
         rates = {p: task_rates([json.loads(x) for x in dvc.api.read(f"data/eval/{p}.jsonl", rev=rev).splitlines()],
                                greedy=False) for p in ("sft", "aligned")}

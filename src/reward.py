@@ -21,11 +21,11 @@ from typing import Literal
 from src.io import UserError, read_split, run_cli, write_json, write_jsonl
 from src.pairs import (PairParams, build_pairs, pair_stats, read_human_feedback, simulate_human_feedback,
                        split_pairs)
-from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
+from src.params import BaseParams, bounded, parse_section, read_params
 from src.reward_model import RewardModelParams
 from src.sandbox import Job, SandboxParams, execute
+from src.tasks import TASK_COLUMNS
 
-TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 
 
 @dataclasses.dataclass
@@ -79,15 +79,13 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
     p = parse_section(RewardParams, raw.get("reward"), "reward")
 
-    import torch  # noqa: F401  (seeded by seed_everything once imported)
-
     from src import distributed
     from src.models import load_policy
     from src.reward_model import TwoHeadRewardModel, evaluate_pairs, train_reward_model
-    from src.training import checkpointing, dvclive_logger, file_digest, work_dir
+    from src.training import checkpointing, dvclive_logger, file_digest, seed_everything, work_dir
 
     seed_everything(base.seed, base.num_threads)
-    tasks = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
+    tasks = read_split(Path(data_dir) / "train.jsonl", TASK_COLUMNS)
     if p.max_tasks:
         tasks = tasks[:p.max_tasks]
     policy, tok = load_policy(sft_dir)

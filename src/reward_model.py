@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from src.io import UserError, write_json
+from src.models import ensure_pad_token
 from src.params import bounded
 
 CONFIG_FILE = "reward_heads.json"
@@ -270,8 +271,8 @@ def _load_backbone(name_or_path: str, tokenizer: bool = True):
         tok = AutoTokenizer.from_pretrained(name_or_path) if tokenizer else None
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load reward backbone '{name_or_path}': {str(e).splitlines()[0]}") from None
-    if tok is not None and tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    if tok is not None:
+        ensure_pad_token(tok)
     return backbone, tok
 
 
@@ -284,8 +285,7 @@ def load_reward_model(folder: str | os.PathLike):
         tok = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}: no tokenizer saved with the reward model ({str(e).splitlines()[0]})") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    ensure_pad_token(tok)
     return model, tok
 
 

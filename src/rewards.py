@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import textwrap
 from typing import Callable, Literal, Optional, Sequence
 
 from src.generation import truncate_completion
 from src.metrics.quality import syntax_valid
+from src.metrics.text import body
 from src.params import bounded
 from src.sandbox import Job, SandboxParams, execute
 
@@ -35,10 +35,6 @@ class CompositeParams:
     bertscore_model: str            # `minilm` = the packaged all-MiniLM-L6-v2; or a hub id / folder
     bertscore_layers: int = bounded(1)
     bertscore_batch_size: int = bounded(1)
-
-
-def _body(code: str) -> str:
-    return textwrap.dedent(code).strip("\n")
 
 
 class CompositeReward:
@@ -69,7 +65,7 @@ class CompositeReward:
         return [r.score if r.status in CREDITED else 0.0 for r in execute(jobs, self.sandbox)]
 
     def semantic(self, prompts, completions, canonical_solution, **_) -> list[float]:
-        cands, refs = [_body(c) for c in completions], [_body(r) for r in canonical_solution]
+        cands, refs = [body(c) for c in completions], [body(r) for r in canonical_solution]
         if self.p.semantic_metric == "bertscore":
             from src.metrics.text import bertscore_per_sample
             return list(bertscore_per_sample(cands, refs, self.p.bertscore_model, self.p.bertscore_layers,

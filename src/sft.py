@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from src.io import read_split, run_cli, write_json
-from src.params import BaseParams, bounded, parse_section, read_params, seed_everything
-
-TASK_FIELDS = {"task_id": str, "prompt": str, "canonical_solution": str}
+from src.params import BaseParams, bounded, parse_section, read_params
+from src.tasks import TASK_COLUMNS
 
 
 @dataclasses.dataclass
@@ -81,18 +80,17 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     base = parse_section(BaseParams, raw.get("base"), "base")
     p = parse_section(SFTParams, raw.get("sft"), "sft")
 
-    import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from src import distributed
     from src.models import save_policy
     from src.training import (checkpointing, dvclive_callback, file_digest, full_state_dict, prompt_completion_rows,
-                              trl_config, work_dir)
+                              seed_everything, trl_config, work_dir)
 
     seed_everything(base.seed, base.num_threads)
-    train = read_split(Path(data_dir) / "train.jsonl", TASK_FIELDS)
-    val = read_split(Path(data_dir) / "val.jsonl", TASK_FIELDS)
+    train = read_split(Path(data_dir) / "train.jsonl", TASK_COLUMNS)
+    val = read_split(Path(data_dir) / "val.jsonl", TASK_COLUMNS)
     model, tok = build_policy(p, train, base.seed)
     tok.padding_side = "right"  # training pads on the right; generation switches to left
 

@@ -1,6 +1,6 @@
-"""Pieces every training stage shares: TRL-config building from a params sub-mapping (unknown keys
-fail naming the key), dvclive logging that never rewrites dvc.yaml, the prompt/completion
-dataset built from task rows, and the checkpoints of the hand-written loops (PPO, the reward model)."""
+"""Pieces every model stage shares: seeding, TRL-config building from a params sub-mapping (unknown keys
+fail naming the key), dvclive logging that never rewrites dvc.yaml, the prompt/completion dataset
+built from task rows, and the checkpoints of the hand-written loops (PPO, the reward model)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from src.io import UserError
+
+
+def seed_everything(seed: int, num_threads: int) -> None:
+    """The one seed of a model stage, called once before any model is built or data is shuffled:
+    python's random, PYTHONHASHSEED (for subprocesses), numpy and torch, in that order; and torch's
+    CPU thread count."""
+    import random
+
+    import numpy as np
+    import torch
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(num_threads)
 
 
 def check_trl_keys(config_cls, section: str, values: dict[str, Any]) -> None:

@@ -17,7 +17,8 @@ from src.feedback import (Candidate, agreement_report, annotator_order, append_j
                           judgment_row, load_candidates, row_pair_id, sample_hash, select_pairs, sides,
                           validate_annotator)
 from src.io import UserError
-from src.label import LabelApp, LabelParams, cli, make_server, url_of
+from src import human_feedback
+from src.label import LabelApp, LabelParams, make_server, url_of
 from src.pairs import read_human_feedback
 from src.params import parse_section
 
@@ -423,7 +424,7 @@ def two_annotator_run(tmp_path) -> dict:
                                                   "a": pair["a"]["hash"], "label": label})
                 assert st == 200
     metrics = tmp_path / "metrics" / "human_feedback.json"
-    cli(["report", "--feedback", str(tmp_path / "human_feedback"), "--metrics", str(metrics)])
+    human_feedback.cli(["--feedback", str(tmp_path / "human_feedback"), "--metrics", str(metrics)])
     return json.loads(metrics.read_text())
 
 

@@ -61,7 +61,7 @@ def test_paired_stderr_by_hand():
 
 
 def test_policy_delta_pairs_the_stderr_by_task():
-    from src.evaluate import policy_delta
+    from src.metrics.passk import policy_delta
     rows = lambda spec: [{"task_id": t, "greedy": g, "passed": p} for t, g, p in spec]  # noqa: E731
     sft = rows([("x", False, True), ("x", False, False), ("y", False, False), ("y", False, False),
                 ("x", True, True), ("y", True, False)])

@@ -204,6 +204,14 @@ def test_pair_stats_counts_gaps_and_sources():
     assert pair_stats([])["n_pairs"] == 0
 
 
-def test_pairs_module_imports_no_torch():
-    code = "import sys, src.pairs; assert 'torch' not in sys.modules"
+# Pure logic (STYLE.md, convention 6): importing these must not pull in torch.
+PURE_MODULES = ("src.pairs", "src.rewards", "src.sandbox", "src.metrics", "src.metrics.passk", "src.metrics.text",
+                "src.metrics.ruby", "src.metrics.quality", "src.tasks", "src.tasks.synthetic", "src.tasks.loaders")
+
+
+def test_pure_logic_modules_import_no_torch():
+    code = ("import importlib, sys\n"
+            f"for m in {PURE_MODULES!r}:\n"
+            "    importlib.import_module(m)\n"
+            "    assert 'torch' not in sys.modules, f'importing {m} imports torch'\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

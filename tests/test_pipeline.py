@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.test_dvc_deps import import_closure, stage_modules
 
 TINY = {
     "base": {"num_threads": 1},
@@ -107,6 +108,17 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     # nothing left to do: every stage is up to date
     st = dvc(repo, "status")
     assert "up to date" in st.stdout, st.stdout
+    # editing a module makes exactly the stages that import it (transitively, per the code) stale
+    stages = stage_modules(repo)
+    for module in ("src/training.py", "src/metrics/text.py", "src/tasks/synthetic.py"):
+        path = repo / module
+        original = path.read_text()
+        path.write_text(original + "\n# edited\n")
+        st = dvc(repo, "status")
+        stale = {line[:-1] for line in st.stdout.splitlines() if line.endswith(":") and not line.startswith("\t")}
+        assert stale == {s for s, m in stages.items() if module in import_closure(m, repo)}, (module, st.stdout)
+        path.write_text(original)
+    assert "up to date" in dvc(repo, "status").stdout
     # a new annotator's judgments, tracked by DVC, make the reward stage (and what follows) stale
     (repo / "data/human_feedback/ann.jsonl").write_text(json.dumps(
         {"prompt": "def f():\n", "chosen": "    return 1\n", "rejected": "    pass\n", "annotator": "ann"}) + "\n")

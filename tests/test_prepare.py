@@ -66,6 +66,8 @@ def test_jsonl_failing_canonical_is_an_error(tmp_path):
     ({"heldout_combo_frac": 0.95}, "prepare.heldout_combo_frac"),
     ({"source": "mbpp", "path": None}, "prepare.path"),
     ({"n_val": 0}, "n_val"),
+    ({"min_asserts": 7, "max_asserts": 6}, "prepare.min_asserts"),
+    ({"random_inputs": 9}, "prepare.random_inputs"),
 ])
 def test_bad_params_name_the_key(tmp_path, change, key):
     with pytest.raises(UserError, match=key):

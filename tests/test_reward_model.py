@@ -229,3 +229,14 @@ def test_killed_training_resumes_to_the_uninterrupted_result(sft_dir, tmp_path):
     assert resumed["epochs"] == full["epochs"] and resumed["steps"] == 8
     assert full_w.keys() == resumed_w.keys()
     assert all(torch.equal(full_w[k], resumed_w[k]) for k in full_w), "weights differ after resume"
+
+
+def test_eval_batch_size_sets_the_scoring_batch_not_the_result(sft_dir, monkeypatch):
+    """reward.eval_batch_size: held-out pairs are scored in batches of that many sequences."""
+    model, tok = make(sft_dir)
+    held_out, seen = pairs(NAMES[:6]), []
+    score_all = model.score_all
+    monkeypatch.setattr(model, "score_all", lambda texts, t, batch_size: seen.append(batch_size) or score_all(texts, t, batch_size))
+    one, many = (evaluate_pairs(model, tok, held_out, "score", b) for b in (1, 64))
+    assert seen == [1, 1, 64, 64]
+    assert one["accuracy"] == many["accuracy"] and one["mean_margin"] == pytest.approx(many["mean_margin"], abs=1e-5)

@@ -125,3 +125,12 @@ def test_codebleu_weights_reach_the_semantic_reward():
     assert even != syntax_only
     with pytest.raises(ValueError, match="codebleu_weights"):
         CompositeReward(params(semantic=1.0, codebleu_weights=None), sandbox())
+
+
+def test_bertscore_runs_on_the_given_device(monkeypatch):
+    """The semantic reward's BERTScore runs where the stage runs (its device), not always on the CPU."""
+    import src.metrics.text as text
+    seen = []
+    monkeypatch.setattr(text, "bertscore_per_sample", lambda c, r, m, layers, bs, device: seen.append(device) or [0.5] * len(c))
+    r = CompositeReward(params(semantic=1.0, semantic_metric="bertscore"), sandbox(), device="cuda:0")
+    assert r.semantic([PROMPT], [REF], [REF]) == [0.5] and seen == ["cuda:0"]

@@ -121,6 +121,21 @@ def test_heldout_combinations_and_family_stay_out_of_train():
     assert len(prompts) == len(set(prompts))
 
 
+def test_test_shape_sets_the_cases_per_task():
+    """prepare.random_inputs / max_asserts / min_asserts: the number of asserts each task's test has."""
+    def asserts(shape):
+        tasks = synthetic.generate_splits({"test": 60}, 3, shape=shape)["test"]
+        return [t["test"].count("    assert ") for t in tasks]
+    default = asserts(synthetic.TestShape())
+    assert max(default) == 6 and min(default) >= 3
+    assert max(asserts(synthetic.TestShape(max_asserts=3, min_asserts=3))) == 3
+    assert min(asserts(synthetic.TestShape(random_inputs=6, max_asserts=8, min_asserts=5))) >= 5
+    more = asserts(synthetic.TestShape(random_inputs=6, max_asserts=8))
+    assert sum(more) > sum(default) and max(more) == 8
+    with pytest.raises(ValueError, match="test shape"):
+        synthetic.TestShape(max_asserts=2, min_asserts=3)
+
+
 def test_bad_generator_arguments():
     with pytest.raises(ValueError, match="unknown family"):
         synthetic.generate_splits({"test": 5}, 0, families=["nope"])

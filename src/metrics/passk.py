@@ -1,5 +1,5 @@
-"""pass@k: the unbiased estimator of Chen et al. 2021 (the Codex paper), plus a per-task table
-and the standard error of pass@1.
+"""pass@k: the unbiased estimator of Chen et al. 2021 (the Codex paper), plus a per-task table,
+the standard error of pass@1, per-task pass counts of sample rows and the difference of two policies.
 
 For one task with n samples of which c pass, pass@k = 1 - C(n-c, k) / C(n, k): the chance that k
 samples drawn without replacement from the n include at least one that passes. The ratio of
@@ -70,3 +70,35 @@ def _stderr_of_mean(xs: Sequence[float]) -> float:
     mean = sum(xs) / t
     var = sum((x - mean) ** 2 for x in xs) / (t - 1)
     return math.sqrt(var / t)
+
+
+def proportion_stderr(p: float, n: int) -> float:
+    """Binomial standard error of a pass rate p over n programs; 0.0 below 2."""
+    return math.sqrt(p * (1 - p) / n) if n > 1 else 0.0
+
+
+def task_counts(rows: list[dict], greedy: bool) -> dict[str, tuple[int, int]]:
+    """Per task (in first-seen order), (programs, passed) over its sampled (or greedy) rows."""
+    counts: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        if r["greedy"] == greedy:
+            n, c = counts.get(r["task_id"], (0, 0))
+            counts[r["task_id"]] = (n + 1, c + int(r["passed"]))
+    return counts
+
+
+def task_rates(rows: list[dict], greedy: bool) -> dict[str, float]:
+    """Per task, the share of its sampled (or greedy) programs that passed."""
+    return {k: c / n for k, (n, c) in task_counts(rows, greedy).items()}
+
+
+def policy_delta(base: dict, other: dict, base_rows: list[dict], other_rows: list[dict]) -> dict:
+    """other - base per metric, and for pass@1 (sampled and greedy) the standard error of that
+    difference over the same tasks (`*_stderr_paired`): far smaller than either policy's own."""
+    d = {k: round(v - base[k], 4) for k, v in other.items()
+         if isinstance(v, float) and isinstance(base.get(k), float) and not k.endswith("_stderr")}
+    for key, greedy in (("pass@1", False), ("pass@1_greedy", True)):
+        if key in d:
+            se = paired_stderr(task_rates(base_rows, greedy), task_rates(other_rows, greedy))
+            d[f"{key}_stderr_paired"] = round(se, 4)
+    return d

@@ -581,3 +581,29 @@ def ruby_corpus(cands: Sequence[str], refs: Sequence[str]) -> dict:
         total += score
         levels[level] += 1
     return {"ruby": total / len(cands) if cands else 0.0, "levels": levels}
+
+
+def function_code(prompt: str, completion: str) -> str | None:
+    """The whole function without docstrings, for RUBY: its PDG needs a compilable unit, and the
+    docstring (shared by candidate and reference) would inflate the similarity. None when
+    prompt + completion does not parse."""
+    try:
+        tree = ast.parse(prompt + completion)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+def ruby_pair(prompt: str, completion: str, reference: str) -> tuple[float, str]:
+    """RUBY on whole functions; on the bodies (its string level) when the candidate does not parse."""
+    from src.metrics.text import body
+
+    cand, ref = function_code(prompt, completion), function_code(prompt, reference)
+    if cand is None or ref is None:
+        return ruby(body(completion), body(reference))
+    return ruby(cand, ref)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import textwrap
 import tokenize as _tok
 from functools import lru_cache
 from typing import Sequence
@@ -36,6 +37,11 @@ _FALLBACK = re.compile(
     r"|\*\*=|//=|>>=|<<=|\.\.\.|->|:=|==|!=|<=|>=|\*\*|//|>>|<<|[-+*/%&|^@]="
     r"|\S"
 )
+
+
+def body(code: str) -> str:
+    """A function body dedented, so that AST-based metrics can parse it (what every text metric compares)."""
+    return textwrap.dedent(code).strip("\n")
 
 
 def _python_tokens(code: str) -> list[str]:

@@ -1044,6 +1044,30 @@ def _make_task(r: random.Random, fam: str, combos: list[tuple[str, ...]], taken:
     return None
 
 
+class BadArgument(ValueError):
+    """A generator argument that cannot work; `arg` names it (e.g. "families[1]")."""
+
+    def __init__(self, arg: str, message: str):
+        super().__init__(message)
+        self.arg = arg
+
+
+def check_arguments(families: list[str] | tuple[str, ...], heldout_family: str | None,
+                    difficulty_weights: list[float] | tuple[float, ...]) -> None:
+    """Raise BadArgument for an unknown family, a held-out family not in use or unusable weights."""
+    for i, fam in enumerate(families):
+        if fam not in FAMILIES:
+            raise BadArgument(f"families[{i}]", f"unknown family {fam!r} (known: {', '.join(FAMILY_NAMES)})")
+    in_use = list(families) or list(FAMILY_NAMES)
+    if heldout_family is not None and heldout_family not in in_use:
+        raise BadArgument("heldout_family", f"heldout_family {heldout_family!r} is not among the families in use "
+                                            f"({', '.join(in_use)})")
+    w = difficulty_weights
+    if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
+        raise BadArgument("difficulty_weights", "difficulty_weights must be three non-negative weights "
+                                                f"(levels 1, 2, 3) with a positive sum, got {list(w)}")
+
+
 def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tuple[str, ...] = (),
                     difficulty_weights: list[float] | tuple[float, ...] = (1.0, 1.0, 1.0),
                     heldout_combo_frac: float = 0.0, heldout_family: str | None = None,
@@ -1063,14 +1087,8 @@ def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tup
     Splits are generated test first, each from its own random stream, so val/test do not change when
     only the train count does; no prompt appears twice, within or across splits.
     """
+    check_arguments(families, heldout_family, difficulty_weights)
     families = list(families) or list(FAMILY_NAMES)
-    unknown = [f for f in families + ([heldout_family] if heldout_family else []) if f not in FAMILIES]
-    if unknown:
-        raise ValueError(f"unknown family {unknown[0]!r} (known: {', '.join(FAMILY_NAMES)})")
-    if heldout_family and heldout_family not in families:
-        raise ValueError(f"heldout_family {heldout_family!r} is not among the families in use")
-    if len(difficulty_weights) != 3 or min(difficulty_weights) < 0 or sum(difficulty_weights) <= 0:
-        raise ValueError("difficulty_weights must be three non-negative weights with a positive sum")
     held = heldout_combos(seed, families, heldout_combo_frac)
     taken: set[str] = set()
     out: dict[str, list[dict]] = {}
