@@ -118,7 +118,7 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
                         add_special_tokens=False).to(model.device)
         torch.manual_seed(seed + b)
         kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p)
-        with torch.no_grad():
+        with torch.inference_mode():  # ~5% faster than no_grad on CPU; the ids are only decoded
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, top_k=None,
                                  stopping_criteria=[body_stopper(tokenizer, enc.input_ids.shape[1])], cache_implementation=CACHE, **kwargs)
