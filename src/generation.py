@@ -16,8 +16,30 @@ def truncate_completion(text: str) -> str:
     return text[: m.start() + 1] if m else text
 
 
-def body_stopper(tokenizer, prompt_len: int):
-    """A `generate` stopping criterion: each row stops at its first top-level line (shared with PPO)."""
+def _byte_level(tokenizer) -> bool:
+    """Whether decoding is a plain byte concatenation (ByteLevel decoder, no space clean-up): the
+    condition under which `body_stopper` may look at a window of tokens instead of the whole text."""
+    from tokenizers import decoders
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return (backend is not None and isinstance(backend.decoder, decoders.ByteLevel)
+            and not getattr(tokenizer, "clean_up_tokenization_spaces", True))
+
+
+def body_stopper(tokenizer, prompt_len: int, incremental: bool = True):
+    """A `generate` stopping criterion: each row stops at its first top-level line (shared with PPO).
+
+    The rule is `_TOP_LEVEL` on the decoded new text. `incremental=False` decodes every row's whole text
+    at every step (the reference); the default looks only at each new token and the row's previous
+    text-bearing token, and gives the same decision at the first step the reference says stop, which is
+    all `generate` reads (a stopped row stays stopped). Why it is exact, for a byte-level tokenizer:
+    the text is lossy UTF-8 of the tokens' bytes joined (special tokens add none), and "\n" is ASCII,
+    so the text after any "\n" depends only on the bytes after it. A "\n" whose next character was a
+    complete whitespace character at the previous step keeps it; one followed by an incomplete or
+    invalid sequence was already a match (U+FFFD is not whitespace). So a new match can only start at
+    a "\n" that was the last byte so far or lies in the new token, and both lie in the window. Other
+    decoders (byte fallback, space clean-up) can rewrite earlier text, so they keep the reference.
+    """
     import torch
     from transformers import StoppingCriteria
 
@@ -28,7 +50,41 @@ def body_stopper(tokenizer, prompt_len: int):
             texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
             return torch.tensor([bool(_TOP_LEVEL.search(t)) for t in texts], device=input_ids.device)
 
-    return BodyEnded()
+    class BodyEndedIncremental(StoppingCriteria):
+        """The same rule on a two-token window per row, with per-row state (one object per `generate`)."""
+
+        def __init__(self):
+            self.alone: dict[int, str] = {}  # token id -> its text decoded alone
+            self.seen = 0                    # new tokens already looked at
+            self.prev: list[int | None] = []  # per row: the last new token with text
+            self.done: list[bool] = []        # per row: the rule has matched
+
+        def text(self, t: int) -> str:
+            if t not in self.alone:
+                self.alone[t] = tokenizer.decode([t], skip_special_tokens=True)
+            return self.alone[t]
+
+        def __call__(self, input_ids, scores, **kwargs):
+            length = input_ids.shape[1] - prompt_len
+            if length < self.seen or input_ids.shape[0] != len(self.done):  # a fresh sequence
+                self.seen, self.prev, self.done = 0, [None] * input_ids.shape[0], [False] * input_ids.shape[0]
+            for column in input_ids[:, prompt_len + self.seen:].T.tolist():  # normally one new token
+                rows, windows = [], []
+                for r, t in enumerate(column):
+                    p = self.prev[r]
+                    text = self.text(t)
+                    if not text or self.done[r]:
+                        continue  # no bytes added: the text (and the decision) is unchanged
+                    if "\n" in text or (p is not None and "\n" in self.text(p)):
+                        rows.append(r)
+                        windows.append([t] if p is None else [p, t])
+                    self.prev[r] = t
+                for r, w in zip(rows, tokenizer.batch_decode(windows, skip_special_tokens=True)):
+                    self.done[r] = bool(_TOP_LEVEL.search(w))
+            self.seen = length
+            return torch.tensor(self.done, device=input_ids.device)
+
+    return BodyEndedIncremental() if incremental and _byte_level(tokenizer) else BodyEnded()
 
 
 def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: float, top_p: float,
@@ -62,7 +118,7 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
                         add_special_tokens=False).to(model.device)
         torch.manual_seed(seed + b)
         kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p)
-        with torch.no_grad():
+        with torch.inference_mode():  # ~5% faster than no_grad on CPU; the ids are only decoded
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, top_k=None,
                                  stopping_criteria=[body_stopper(tokenizer, enc.input_ids.shape[1])], cache_implementation=CACHE, **kwargs)
