@@ -238,9 +238,13 @@ def timing_table(timing: dict) -> str:
     stages = timing.get("stages", {})
     total = sum(r.get("wall_s", 0) for r in stages.values()) or 1.0
     lines = ["| stage | wall (s) | share | work |", "|---|---|---|---|"]
+    def flat(d: dict, prefix: str = "") -> dict:   # {"policies": {"sft": {"generate_s": 1}}} -> policies.sft.generate_s
+        return {k2: v2 for k, v in d.items()
+                for k2, v2 in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
+
     for stage, r in stages.items():
-        work = ", ".join(f"{k} {v}" for k, v in r.items()
-                         if k not in ("wall_s", "finished") and isinstance(v, (int, float, str)) and v is not None)
+        work = ", ".join(f"{k} {v}" for k, v in flat(r).items()
+                         if k not in ("wall_s", "finished") and isinstance(v, (int, float, str)))
         lines.append(f"| {stage} | {r.get('wall_s', 0):.1f} | {r.get('wall_s', 0) / total:.0%} | {work or '–'} |")
     lines.append(f"| total | {sum(r.get('wall_s', 0) for r in stages.values()):.1f} | | |")
     return "\n".join(lines) + f"\n\nMachine: {timing.get('machine', 'unknown')}.\n"

@@ -35,7 +35,8 @@ def test_write_timing_records_wall_time_work_and_machine(tmp_path):
 def test_gather_timing_orders_stages_and_names_the_machine(tmp_path):
     folder = tmp_path / "timing"
     for stage, wall in (("evaluate", 4.0), ("sft", 10.0), ("prepare", 1.0), ("reward", 5.0)):
-        write_timing(folder / f"{stage}.json", time.perf_counter() - wall, completions_sampled=3)
+        write_timing(folder / f"{stage}.json", time.perf_counter() - wall, completions_sampled=3,
+                     policies={"sft": {"generate_s": 1.5}})
     timing = report.write_timing_summary(folder, tmp_path / "timing.json")
     assert json.loads((tmp_path / "timing.json").read_text()) == timing
     assert list(timing["stages"]) == ["prepare", "sft", "reward", "evaluate"]
@@ -44,6 +45,7 @@ def test_gather_timing_orders_stages_and_names_the_machine(tmp_path):
     table = report.timing_table(timing)
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[1].startswith("| prepare | ") and "completions_sampled 3" in rows[1]
+    assert "policies.sft.generate_s 1.5" in rows[1] and "finished" not in rows[1]
     assert rows[-1].startswith("| total | ")
     # `make report` shows the table when reports/timing.json is there, and nothing otherwise
     assert report.timing_section(tmp_path / "timing.json")[0] == "## Where the time went"
