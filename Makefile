@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv sysdeps repro test bench exp report label clean-venv
+.PHONY: venv sysdeps repro test bench exp report timing label clean-venv
 
 venv: $(VENV)/.installed
 
@@ -55,6 +55,10 @@ exp: venv sysdeps
 REPORT_ARGS ?=
 report: venv
 	PATH=$(abspath $(VENV))/bin:$$PATH python -m src.report $(REPORT_ARGS)
+
+# reports/timing.json (committed) from the last run's reports/timing/<stage>.json (git-ignored); see docs/reliability.md.
+timing: venv
+	PATH=$(abspath $(VENV))/bin:$$PATH python -m src.report --timing
 
 # The labelling page on 127.0.0.1:<label.port>. Samples come from the reward stage: built here only if
 # missing (a clean clone runs prepare, sft, reward), since new judgments make reward stale on purpose.

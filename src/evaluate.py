@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
-from src.io import read_split, run_cli, write_json, write_jsonl
+from src.io import read_split, run_cli, write_json, write_jsonl, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.sandbox import STATUSES, Job, SandboxParams, execute
 from src.tasks import TASK_COLUMNS
@@ -94,7 +94,8 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
 
 
 def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, samples_dir: str,
-         plots_dir: str) -> dict:
+         plots_dir: str, timing_path: str | None = None) -> dict:
+    started = time.perf_counter()
     raw = read_params(params_path)
     base = parse_section(BaseParams, raw.get("base"), "base")
     sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
@@ -112,7 +113,7 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
         tasks = tasks[:p.max_tasks]
     prompts = [t["prompt"] for t in tasks]
     out: dict = {"targets": dict(p.targets), "met": {}, "tasks": len(tasks), "n_samples": p.n_samples}
-    bars, passk_rows, group_rows, sample_rows = [], [], [], {}
+    bars, passk_rows, group_rows, sample_rows, seconds = [], [], [], {}, {}
     for name in p.policies:
         t0 = time.time()
         model, tok = load_policy(str(Path(models_dir) / name))
@@ -125,7 +126,9 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
                                              p.batch_size, base.seed, progress=True)]
         if not distributed.is_main():
             continue  # processes share the generation (the slow part); the main one scores
+        t1 = time.time()
         metrics, rows, by_group = score_policy(tasks, samples, greedy, p, sandbox, str(distributed.device()))
+        seconds[name] = {"generate_s": round(t1 - t0, 3), "score_s": round(time.time() - t1, 3)}
         write_jsonl(Path(samples_dir) / f"{name}.jsonl", rows)
         sample_rows[name] = rows
         out[name] = metrics
@@ -145,6 +148,9 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
     write_json(Path(plots_dir) / "targets.json", bars)
     write_json(Path(plots_dir) / "pass_at_k.json", passk_rows)
     write_json(Path(plots_dir) / "by_group.json", group_rows)
+    per_policy = len(tasks) * (p.n_samples + p.greedy)   # completions sampled = sandbox programs run
+    write_timing(timing_path, started, policies=seconds, completions_sampled=per_policy * len(p.policies),
+                 sandbox_programs=per_policy * len(p.policies))
     return out
 
 
@@ -156,8 +162,9 @@ def cli(argv=None) -> None:
     ap.add_argument("--metrics", default="metrics/eval.json")
     ap.add_argument("--samples", default="data/eval")
     ap.add_argument("--plots", default="plots/eval")
+    ap.add_argument("--timing", default=None, help="the stage's timing record (JSON)")
     a = ap.parse_args(argv)
-    run_cli(lambda: main(a.params, a.data, a.models, a.metrics, a.samples, a.plots))
+    run_cli(lambda: main(a.params, a.data, a.models, a.metrics, a.samples, a.plots, a.timing))
 
 
 if __name__ == "__main__":

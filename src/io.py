@@ -1,11 +1,14 @@
-"""File I/O shared by every stage: JSONL reading with file:line errors, atomic writes."""
+"""File I/O shared by every stage: JSONL reading with file:line errors, atomic writes, the timing record."""
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import platform
+import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -121,3 +124,52 @@ def read_split(path, fields=None) -> list[dict]:
     if not rows:
         raise UserError(f"{path}: the split is empty (check the prepare params)")
     return rows
+
+
+# ---------------------------------------------------------------- timing (never in metrics/ or a DVC out)
+# Wall-clock-derived log keys: runtimes, throughputs, step and phase times. They differ run to run, so they
+# stay out of the committed plot data and the metrics and go to the stage's timing record instead.
+_TIMING_KEY = re.compile(r"(runtime|_per_second|(^|[_/])time([_/].*)?)$")
+
+
+def is_timing_key(key: str) -> bool:
+    """True for train_runtime, eval_samples_per_second, step_time, time_generate_s and the like."""
+    return bool(_TIMING_KEY.search(key))
+
+
+def timing_keys(values: dict) -> dict:
+    """The wall-clock-derived numbers of a trainer's log or TrainOutput.metrics, rounded."""
+    return {k: round(v, 4) for k, v in values.items()
+            if is_timing_key(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def machine() -> str:
+    """CPU model, cores, GPUs (when torch is already loaded) and torch's version, in one line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    parts = [cpu, f"{os.cpu_count()} cores"]
+    torch = sys.modules.get("torch")   # not imported here: prepare runs without torch
+    if torch is not None and torch.cuda.is_available():
+        parts.append(", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())))
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        parts.append(f"torch {version('torch')}")
+    except PackageNotFoundError:
+        parts.append("no torch")
+    return "; ".join(parts)
+
+
+def write_timing(path, started: float, **work) -> None:
+    """Record a stage's wall time since `started` (a time.perf_counter() value) and its work (optimizer
+    steps, completions sampled, sandbox programs run, ...) as JSON at `path`; nothing when path is None.
+    The record lies outside metrics/ and every DVC out: times are not reproducible. `python -m src.report
+    --timing` gathers the records into reports/timing.json."""
+    if path is None:
+        return
+    record = {"wall_s": round(time.perf_counter() - started, 3), **work, "machine": machine(),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(path, record)

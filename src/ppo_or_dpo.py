@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from src.io import UserError, read_jsonl, read_split, run_cli, write_json
+from src.io import UserError, read_jsonl, read_split, run_cli, timing_keys, write_json, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.rewards import CompositeParams
 from src.sandbox import SandboxParams
@@ -69,6 +69,7 @@ class Aligned:
     extra: dict[str, Any]
     state_dict: dict | None = None   # full weights gathered under FSDP/DeepSpeed, else None
     save_more: Callable[[str], None] | None = None   # writes extra files into the saved model folder
+    timing: dict[str, Any] = dataclasses.field(default_factory=dict)   # wall times and work: the timing record
 
 
 def online_prompts(tasks: list[dict], stats_path: Path, p: AlignParams) -> list[dict]:
@@ -107,8 +108,11 @@ def run_trainer(trainer, live, ctx: MethodContext, **extra) -> Aligned:
     from src.training import full_state_dict
     out = trainer.train(resume_from_checkpoint=ctx.resume or None)
     live.end()
+    tokens = [r["num_tokens"] for r in trainer.state.log_history if "num_tokens" in r]   # as TRL counts them
+    timing = {"optimizer_steps": out.global_step, "tokens": tokens[-1] if tokens else None,
+              **timing_keys(out.metrics)}
     return Aligned(trainer.model, {"train_loss": round(out.training_loss, 4), "steps": out.global_step, **extra},
-                   full_state_dict(trainer))
+                   full_state_dict(trainer), timing=timing)
 
 
 def dpo(ctx: MethodContext) -> Aligned:
@@ -191,11 +195,13 @@ def ppo(ctx: MethodContext) -> Aligned:
     final = train_ppo(wrapped, ref, ctx.tok, tasks, reward, ctx.ppo, log=log_step,
                       checkpoint_dir=ctx.work, checkpoint_steps=ctx.base.checkpoint_steps, resume=ctx.resume)
     live.end()
-    # timings go to stdout only: metrics must be byte-identical across identical runs
+    # timings go to the timing record only: metrics must be byte-identical across identical runs
     extra = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items() if "time" not in k}
     print("ppo timings: " + ", ".join(f"{k}={v:.1f}" for k, v in final.items() if "time" in k))
     extra["prompts"] = len(tasks)
-    return Aligned(wrapped.model, extra, save_more=wrapped.save_value_head)
+    timing = {"rollouts": ctx.ppo.steps, "completions_sampled": ctx.ppo.steps * ctx.ppo.batch_size,
+              **timing_keys(final)}
+    return Aligned(wrapped.model, extra, save_more=wrapped.save_value_head, timing=timing)
 
 
 # method name (ppo_or_dpo.method) -> function; a new method is one function and one entry here
@@ -226,7 +232,8 @@ def validate(raw: dict) -> tuple[BaseParams, SandboxParams, AlignParams, Composi
 
 
 def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir: str, out_dir: str,
-         metrics_path: str, plots_dir: str) -> dict:
+         metrics_path: str, plots_dir: str, timing_path: str | None = None) -> dict:
+    started = time.perf_counter()
     raw = read_params(params_path)
     base, sandbox, p, composite, ppo_params = validate(raw)
 
@@ -259,6 +266,8 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
     shutil.rmtree(work, ignore_errors=True)  # finished: checkpoints are no longer needed
     metrics = {"method": p.method, **done.extra}
     write_json(metrics_path, metrics)
+    write_timing(timing_path, started, method=p.method, train_s=round(time.time() - t0, 3),
+                 prompts=done.extra.get("prompts"), **done.timing)
     print(f"ppo_or_dpo: {metrics} in {time.time() - t0:.0f}s")
     return metrics
 
@@ -273,8 +282,10 @@ def cli(argv=None) -> None:
     ap.add_argument("--out", default="models/aligned")
     ap.add_argument("--metrics", default="metrics/ppo_or_dpo.json")
     ap.add_argument("--plots", default="plots/ppo_or_dpo")
+    ap.add_argument("--timing", default=None, help="the stage's timing record (JSON)")
     a = ap.parse_args(argv)
-    run_cli(lambda: main(a.params, a.data, a.reward_data, a.sft, a.reward_model, a.out, a.metrics, a.plots))
+    run_cli(lambda: main(a.params, a.data, a.reward_data, a.sft, a.reward_model, a.out, a.metrics, a.plots,
+                         a.timing))
 
 
 if __name__ == "__main__":

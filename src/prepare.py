@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Literal, Optional
 
-from src.io import UserError, run_cli, write_json, write_jsonl
+from src.io import UserError, run_cli, write_json, write_jsonl, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.tasks import TASK_FIELDS
 from src.tasks import synthetic
@@ -154,18 +155,20 @@ def prepare(p: PrepareParams, seed: int, sandbox_params) -> tuple[dict[str, list
 
 
 def main(params_path: str = "params.yaml", out_dir: str = "data/prepared",
-         metrics_path: str = "metrics/prepare.json") -> dict:
+         metrics_path: str = "metrics/prepare.json", timing_path: str | None = None) -> dict:
     """Run the stage: read params, build and check the splits, write {train,val,test}.jsonl and metrics.
 
     Args:
         params_path: params.yaml (sections base, prepare, sandbox).
         out_dir: folder for train.jsonl, val.jsonl, test.jsonl.
         metrics_path: the metrics JSON file.
+        timing_path: where to record the wall time and work (src.io.write_timing); None: nowhere.
     Returns:
         the metrics dict.
     """
     from src.sandbox import SandboxParams
 
+    t0 = time.perf_counter()
     raw = read_params(params_path)
     base = parse_section(BaseParams, raw.get("base"), "base")
     p = parse_section(PrepareParams, raw.get("prepare"), "prepare")
@@ -175,6 +178,8 @@ def main(params_path: str = "params.yaml", out_dir: str = "data/prepared",
     for s in SPLITS:
         write_jsonl(Path(out_dir) / f"{s}.jsonl", splits[s])
     write_json(metrics_path, metrics)
+    write_timing(timing_path, t0, tasks=sum(metrics["counts"].values()),
+                 sandbox_programs=metrics["canonical_checked"])
     print(f"prepare: {p.source}: " + ", ".join(f"{s} {len(splits[s])}" for s in SPLITS)
           + f"; dropped {metrics['dropped']['count']}")
     return metrics
@@ -185,8 +190,9 @@ def cli() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="data/prepared")
     ap.add_argument("--metrics", default="metrics/prepare.json")
+    ap.add_argument("--timing", default=None, help="the stage's timing record (JSON), e.g. reports/timing/prepare.json")
     args = ap.parse_args()
-    main(args.params, args.out, args.metrics)
+    main(args.params, args.out, args.metrics, args.timing)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Review report: the metrics against targets, `dvc metrics diff` against a base revision, the
-experiment table and PNG plots of the committed plot data, as one Markdown file for a pull request.
+experiment table and PNG plots of the committed plot data, as one Markdown file for a pull request;
+with --timing, the stages' timing records (reports/timing/<stage>.json) gathered into one file.
 
     python -m src.report [--base main] [--out reports]   # writes reports/summary.md, reports/plots/*.png
+    python -m src.report --timing                        # writes reports/timing.json from reports/timing/
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from src.io import UserError, _atomic_write, run_cli, write_text
+from src.io import UserError, _atomic_write, run_cli, write_json, write_text
 from src.results import table
 
 STAGES = ("sft", "reward", "ppo_or_dpo")    # stages whose dvclive TSVs become one PNG each
 POLICIES = ("sft", "aligned")
 EVAL_PLOTS = ("targets", "pass_at_k", "by_group")
+PIPELINE = ("prepare", "sft", "reward", "ppo_or_dpo", "evaluate")   # the timing table's row order
 
 # (args after `dvc`, folder) -> stdout; tests pass a fake so they need no dvc repository.
 Dvc = Callable[[list[str], Path], str]
@@ -211,6 +214,49 @@ def plots(root: Path, out: Path) -> list[Path]:
     return pngs
 
 
+def gather_timing(folder: Path) -> dict:
+    """{"stages": {stage: record}, "machine": ...} from the per-stage timing records in `folder`
+    (src.io.write_timing), stages in pipeline order; records made on different machines list them all."""
+    files = {p.stem: p for p in folder.glob("*.json")}
+    if not files:
+        raise UserError(f"{folder}: no timing records (run the pipeline first: `dvc repro`)")
+    order = sorted(files, key=lambda s: (PIPELINE.index(s) if s in PIPELINE else len(PIPELINE), s))
+    stages, machines = {}, []
+    for stage in order:
+        record = read_json(files[stage])
+        if not isinstance(record, dict) or not isinstance(record.get("wall_s"), (int, float)):
+            raise UserError(f"{files[stage]}: expected a timing record with a number wall_s")
+        m = record.pop("machine", None)
+        if m and m not in machines:
+            machines.append(m)
+        stages[stage] = record
+    return {"stages": stages, "machine": " | ".join(machines) or "unknown"}
+
+
+def timing_table(timing: dict) -> str:
+    """stage | wall time | share | work: one row per stage, then the total."""
+    stages = timing.get("stages", {})
+    total = sum(r.get("wall_s", 0) for r in stages.values()) or 1.0
+    lines = ["| stage | wall (s) | share | work |", "|---|---|---|---|"]
+    def flat(d: dict, prefix: str = "") -> dict:   # {"policies": {"sft": {"generate_s": 1}}} -> policies.sft.generate_s
+        return {k2: v2 for k, v in d.items()
+                for k2, v2 in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
+
+    for stage, r in stages.items():
+        work = ", ".join(f"{k} {v}" for k, v in flat(r).items()
+                         if k not in ("wall_s", "finished") and isinstance(v, (int, float, str)))
+        lines.append(f"| {stage} | {r.get('wall_s', 0):.1f} | {r.get('wall_s', 0) / total:.0%} | {work or '–'} |")
+    lines.append(f"| total | {sum(r.get('wall_s', 0) for r in stages.values()):.1f} | | |")
+    return "\n".join(lines) + f"\n\nMachine: {timing.get('machine', 'unknown')}.\n"
+
+
+def write_timing_summary(folder: str | Path = "reports/timing", out: str | Path = "reports/timing.json") -> dict:
+    """Gather the stages' timing records into `out` (committed: one machine's figures for a run)."""
+    timing = gather_timing(Path(folder))
+    write_json(out, timing)
+    return timing
+
+
 def main(root: str | Path = ".", out: str | Path = "reports", base: str = "main", dvc: Dvc = run_dvc) -> str:
     """Write <out>/summary.md and <out>/plots/*.png from the repository at `root`; returns the summary."""
     root, out = Path(root), Path(out)
@@ -228,17 +274,32 @@ def main(root: str | Path = ".", out: str | Path = "reports", base: str = "main"
         "## Metrics against targets", "", targets_table(ev),
         f"## Metrics diff against `{base}`", "", metrics_diff(base, root, dvc),
         "## Experiments", "", experiments(root, dvc),
+        *timing_section(out / "timing.json"),
         "## Plots", "", *[f"![{p.stem}]({p.as_posix()})\n" for p in pngs]])
     write_text(out / "summary.md", summary)
     return summary
+
+
+def timing_section(path: Path) -> list[str]:
+    """The summary's per-stage timing table, from reports/timing.json when present."""
+    if not path.is_file():
+        return []
+    return ["## Where the time went", "", f"From `{path.name}` (not reproducible: one run on one machine).", "",
+            timing_table(read_json(path))]
 
 
 def cli(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="main", help="revision for `dvc metrics diff` (default: main)")
     ap.add_argument("--out", default="reports", help="output folder (default: reports)")
+    ap.add_argument("--timing", action="store_true",
+                    help="only gather <out>/timing/<stage>.json into <out>/timing.json and print the table")
     a = ap.parse_args(argv)
-    run_cli(lambda: main(".", a.out, a.base))
+    if a.timing:
+        out = Path(a.out)
+        run_cli(lambda: print(timing_table(write_timing_summary(out / "timing", out / "timing.json")), end=""))
+    else:
+        run_cli(lambda: main(".", a.out, a.base))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
-from src.io import UserError, read_split, run_cli, write_json, write_jsonl
+from src.io import UserError, read_split, run_cli, write_json, write_jsonl, write_timing
 from src.pairs import (PairParams, build_pairs, pair_stats, read_human_feedback, simulate_human_feedback,
                        split_pairs)
 from src.params import BaseParams, bounded, parse_section, read_params
@@ -41,16 +42,22 @@ class RewardParams(PairParams, RewardModelParams):
     human_feedback: Literal["simulated", "file", "both"]
 
 
-def sample_and_execute(tasks, model, tok, p: RewardParams, sandbox: SandboxParams, seed: int) -> list[dict]:
+def sample_and_execute(tasks, model, tok, p: RewardParams, sandbox: SandboxParams, seed: int,
+                       seconds: dict | None = None) -> list[dict]:
+    """Sample, run and record each completion; `seconds` (if given) gets the generate and execute times."""
     from src import distributed
     from src.generation import generate
     from src.metrics.quality import syntax_valid
 
+    t0 = time.perf_counter()
     completions = generate(model, tok, [t["prompt"] for t in tasks], p.samples_per_task, p.temperature,
                            p.top_p, p.max_new_tokens, p.gen_batch_size, seed, progress=True)
+    t1 = time.perf_counter()
     flat = [(t, c) for t, cs in zip(tasks, completions) for c in cs]
     jobs = [Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat]
     results = distributed.map_sharded(lambda part: execute(part, sandbox, progress=True), jobs)
+    if seconds is not None:
+        seconds.update(generate_s=round(t1 - t0, 3), execute_s=round(time.perf_counter() - t1, 3))
     return [{"task_id": t["task_id"], "prompt": t["prompt"], "completion": c, "score": r.score,
              "status": r.status, "passed": r.passed, "syntax_ok": syntax_valid(t["prompt"] + c)}
             for (t, c), r in zip(flat, results)]
@@ -73,7 +80,8 @@ def human_pairs(p: RewardParams, samples: list[dict], feedback_dir: str, seed: i
 
 
 def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_data: str, out_model: str,
-         metrics_path: str, plots_dir: str) -> dict:
+         metrics_path: str, plots_dir: str, timing_path: str | None = None) -> dict:
+    started = time.perf_counter()
     raw = read_params(params_path)
     base = parse_section(BaseParams, raw.get("base"), "base")
     sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
@@ -90,7 +98,8 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
         tasks = tasks[:p.max_tasks]
     policy, tok = load_policy(sft_dir)
     policy.to(distributed.device())
-    samples = sample_and_execute(tasks, policy, tok, p, sandbox, base.seed)
+    seconds: dict = {}
+    samples = sample_and_execute(tasks, policy, tok, p, sandbox, base.seed, seconds)
     del policy
     stats = task_stats(samples)
 
@@ -143,6 +152,8 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
         "train_steps": fit["steps"],
     }
     write_json(metrics_path, metrics)
+    write_timing(timing_path, started, **seconds, train_s=round(fit["seconds"], 3), completions_sampled=len(samples),
+                 sandbox_programs=len(samples), optimizer_steps=fit["steps"], pairs=len(pairs))
     print(f"reward: {len(samples)} samples, {len(pairs)} pairs, val accuracy "
           f"{metrics['val_accuracy']['overall']['accuracy']}")
     return metrics
@@ -158,8 +169,10 @@ def cli(argv=None) -> None:
     ap.add_argument("--out-model", default="models/reward")
     ap.add_argument("--metrics", default="metrics/reward.json")
     ap.add_argument("--plots", default="plots/reward")
+    ap.add_argument("--timing", default=None, help="the stage's timing record (JSON)")
     a = ap.parse_args(argv)
-    run_cli(lambda: main(a.params, a.data, a.sft, a.feedback, a.out_data, a.out_model, a.metrics, a.plots))
+    run_cli(lambda: main(a.params, a.data, a.sft, a.feedback, a.out_data, a.out_model, a.metrics, a.plots,
+                         a.timing))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from src.io import read_split, run_cli, write_json
+from src.io import read_split, run_cli, timing_keys, write_json, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.tasks import TASK_COLUMNS
 
@@ -70,12 +70,14 @@ def build_policy(p: SFTParams, train_tasks: list[dict], seed: int):
 
 
 def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots_dir: str,
-         callbacks: list | None = None) -> dict:
+         callbacks: list | None = None, timing_path: str | None = None) -> dict:
     """Train the SFT policy; write it to out_dir and its metrics to metrics_path.
 
     Checkpoints go to `<out_dir>.work` every base.checkpoint_steps; with base.resume a killed run
     continues from the last one (same params and data only) and ends where an uninterrupted run would.
+    The wall time and work go to timing_path (src.io.write_timing), when given.
     """
+    started = time.perf_counter()
     raw = read_params(params_path)
     base = parse_section(BaseParams, raw.get("base"), "base")
     p = parse_section(SFTParams, raw.get("sft"), "sft")
@@ -116,7 +118,8 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
         print(f"sft: resuming from the last checkpoint in {work}")
     result = trainer.train(resume_from_checkpoint=resume or None)
     wall = time.time() - t0
-    eval_loss = trainer.evaluate()["eval_loss"]  # every process: evaluation gathers across them
+    evaluation = trainer.evaluate()  # every process: evaluation gathers across them
+    eval_loss = evaluation["eval_loss"]
     live.end()
     state_dict = full_state_dict(trainer)
     if not distributed.is_main():
@@ -137,6 +140,10 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     }
     write_json(metrics_path, metrics)
     shutil.rmtree(work, ignore_errors=True)  # finished: checkpoints are no longer needed
+    tokens = [r["num_tokens"] for r in trainer.state.log_history if "num_tokens" in r]
+    write_timing(timing_path, started, train_s=round(wall, 3), optimizer_steps=result.global_step,
+                 train_examples=len(train), tokens_trained=tokens[-1] if tokens else None,
+                 **timing_keys(result.metrics), **timing_keys(evaluation))
     print(f"sft: {metrics} in {wall:.0f}s")
     return metrics
 
@@ -148,8 +155,9 @@ def cli(argv=None) -> None:
     ap.add_argument("--out", default="models/sft")
     ap.add_argument("--metrics", default="metrics/sft.json")
     ap.add_argument("--plots", default="plots/sft")
+    ap.add_argument("--timing", default=None, help="the stage's timing record (JSON)")
     a = ap.parse_args(argv)
-    run_cli(lambda: main(a.params, a.data, a.out, a.metrics, a.plots))
+    run_cli(lambda: main(a.params, a.data, a.out, a.metrics, a.plots, timing_path=a.timing))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from src.io import UserError
+from src.io import UserError, is_timing_key
 
 
 def seed_everything(seed: int, num_threads: int) -> None:
@@ -53,7 +53,9 @@ class _NoLive:
 
 def dvclive_callback(plots_dir: str, resume: bool = False):
     """A transformers callback logging to `plots_dir`; dvc.yaml owns the plot declarations.
-    A resumed run keeps the curves logged before the interruption."""
+    A resumed run keeps the curves logged before the interruption. Wall-clock keys (train_runtime,
+    *_per_second, step_time) are dropped: the plot data is committed and must not change between
+    identical runs; the stage's timing record keeps them."""
     from dvclive import Live
     from transformers import TrainerCallback
     from transformers.integrations import DVCLiveCallback
@@ -61,8 +63,14 @@ def dvclive_callback(plots_dir: str, resume: bool = False):
     from src import distributed
     if not distributed.is_main():
         return TrainerCallback(), _NoLive()
+
+    class Callback(DVCLiveCallback):
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            logs = {k: v for k, v in (logs or {}).items() if not is_timing_key(k)}
+            super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
     live = Live(dir=plots_dir, dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
-    return DVCLiveCallback(live=live, log_model=False), live
+    return Callback(live=live, log_model=False), live
 
 
 def full_state_dict(trainer) -> dict | None:
@@ -79,7 +87,8 @@ def prompt_completion_rows(tasks: list[dict]) -> list[dict]:
 
 
 def dvclive_logger(plots_dir: str, resume: bool = False):
-    """(live, log) for hand-written loops: log(record) logs every number in record as one step."""
+    """(live, log) for hand-written loops: log(record) logs every number in record as one step, but
+    wall-clock ones (time_*_s: see dvclive_callback)."""
     from dvclive import Live
 
     from src import distributed
@@ -91,7 +100,7 @@ def dvclive_logger(plots_dir: str, resume: bool = False):
         if step is not None:
             live.step = step
         for k, v in record.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_timing_key(k):
                 live.log_metric(k, v)
         live.next_step()
     return live, log

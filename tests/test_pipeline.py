@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -66,10 +67,25 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+def run_cache_stages(repo: Path) -> set[str]:
+    """The stages with an entry in DVC's run-cache (.dvc/cache/runs/<key>/<value>: a lock entry with its cmd)."""
+    modules = {m: s for s, m in stage_modules(repo).items()}
+    entries = [f for f in (repo / ".dvc/cache/runs").glob("*/*/*") if f.is_file()]
+    return {modules[re.search(r"-m\s+(src[\w.]*)", yaml.safe_load(f.read_text())["cmd"]).group(1)] for f in entries}
+
+
+def plot_data(repo: Path) -> dict[str, bytes]:
+    return {p.relative_to(repo).as_posix(): p.read_bytes() for p in (repo / "plots").rglob("*") if p.is_file()}
+
+
 def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     repo = tiny_repo(tmp_path)
     r = dvc(repo, "repro")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # each stage recorded its wall time (outside metrics/ and every DVC out), and the run-cache knows every stage
+    for stage in ("prepare", "sft", "reward", "ppo_or_dpo", "evaluate"):
+        assert json.loads((repo / "reports/timing" / f"{stage}.json").read_text())["wall_s"] > 0, stage
+    assert run_cache_stages(repo) == set(stage_modules(repo))
     prepared = json.loads((repo / "metrics/prepare.json").read_text())
     assert prepared["counts"]["train"] == 60
     sft = json.loads((repo / "metrics/sft.json").read_text())
@@ -127,14 +143,25 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     assert "reward:" in st.stdout and "prepare:" not in st.stdout and "sft:" not in st.stdout, st.stdout
     (repo / "data/human_feedback/ann.jsonl").unlink()
     (repo / "data/human_feedback/ann.jsonl.dvc").unlink()
-    # the same params and seed give byte-identical metrics on a forced second run
+    # the same params and seed give byte-identical metrics and plot data on a forced second run: no
+    # wall-clock key reaches the committed plots (they go to reports/timing)
     first = {p.name: p.read_bytes() for p in (repo / "metrics").glob("*.json")}
+    first_plots = plot_data(repo)
     r = dvc(repo, "repro", "--force")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     second = {p.name: p.read_bytes() for p in (repo / "metrics").glob("*.json")}
     assert sorted(first) == ["eval.json", "human_feedback.json", "ppo_or_dpo.json", "prepare.json", "reward.json",
                             "sft.json"]
     assert [n for n in first if first[n] != second[n]] == []
+    second_plots = plot_data(repo)
+    assert sorted(first_plots) == sorted(second_plots)
+    assert [n for n in first_plots if first_plots[n] != second_plots[n]] == []
+    assert not [n for n in first_plots if "runtime" in n or "per_second" in n or "time" in n.rsplit("/", 1)[-1]]
+    # an experiment in a fresh copy (as a queued one runs) that changes only ppo_or_dpo params takes SFT
+    # from the run-cache instead of training it again
+    r = dvc(repo, "exp", "run", "--temp", "-S", "ppo_or_dpo.max_prompts=4")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Running stage 'ppo_or_dpo'" in r.stdout and "Running stage 'sft'" not in r.stdout, r.stdout[-3000:]
 
 
 @pytest.mark.parametrize("method", ["grpo", "ppo", "sft_more"])
