@@ -247,7 +247,7 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
     inputs = [Path(data_dir) / "train.jsonl", *sorted(Path(reward_data).glob("*.jsonl")),
               Path(sft_dir) / "model.safetensors", *sorted(Path(rm_dir).glob("*.safetensors"))]
     fingerprint = {"seed": base.seed, "threads": base.num_threads, "params": raw["ppo_or_dpo"],
-                   "sandbox": raw["sandbox"],
+                   "composite": dataclasses.asdict(composite), "sandbox": raw["sandbox"],  # weights resolved
                    "inputs": file_digest(*[f for f in inputs if f.exists()])}
     ckpt, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)
     common = dict(output_dir=work, seed=base.seed, data_seed=base.seed, report_to="none", **ckpt)
