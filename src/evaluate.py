@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
-from src.io import read_split, run_cli, write_json, write_jsonl, write_timing
+from src.io import UserError, read_split, run_cli, write_json, write_jsonl, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.sandbox import STATUSES, Job, SandboxParams, execute
 from src.tasks import TASK_COLUMNS
@@ -30,6 +30,8 @@ class EvaluateParams:
     max_new_tokens: int = bounded(1)
     batch_size: int = bounded(1)
     greedy: bool                     # also decode greedily once per task (pass@1_greedy)
+    prompt_format: Literal["completion", "chat"]   # chat: the tokenizer's chat template (src/prompting.py)
+    instruction: str                 # chat: what the user asks before the fenced prompt
     ks: list[int]
     text_tokenize: Literal["code", "whitespace"]
     bertscore_model: str             # `minilm` = the packaged all-MiniLM-L6-v2; or a hub id / folder
@@ -105,25 +107,32 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
     from src.generation import generate
     from src.metrics.passk import policy_delta
     from src.models import load_policy
+    from src.prompting import answer_to_body, chat_prompt
     from src.training import seed_everything
 
     seed_everything(base.seed, base.num_threads)
     tasks = read_split(Path(data_dir) / "test.jsonl", TASK_COLUMNS)
     if p.max_tasks:
         tasks = tasks[:p.max_tasks]
-    prompts = [t["prompt"] for t in tasks]
+    chat = p.prompt_format == "chat"
     out: dict = {"targets": dict(p.targets), "met": {}, "tasks": len(tasks), "n_samples": p.n_samples}
     bars, passk_rows, group_rows, sample_rows, seconds = [], [], [], {}, {}
     for name in p.policies:
         t0 = time.time()
         model, tok = load_policy(str(Path(models_dir) / name))
         model.to(distributed.device())
-        samples = generate(model, tok, prompts, p.n_samples, p.temperature, p.top_p, p.max_new_tokens,
-                           p.batch_size, base.seed, progress=True)
-        greedy = None
-        if p.greedy:
-            greedy = [g[0] for g in generate(model, tok, prompts, 1, 0.0, 1.0, p.max_new_tokens,
-                                             p.batch_size, base.seed, progress=True)]
+        if chat and not getattr(tok, "chat_template", None):
+            raise UserError(f"params key 'evaluate.prompt_format': chat, but {Path(models_dir) / name} has no "
+                            "chat template (use completion)")
+        prompts = [chat_prompt(tok, t["prompt"], p.instruction) if chat else t["prompt"] for t in tasks]
+
+        def sample(n: int, temperature: float, top_p: float) -> list[list[str]]:
+            out = generate(model, tok, prompts, n, temperature, top_p, p.max_new_tokens, p.batch_size,
+                           base.seed, progress=True, body_only=not chat)
+            return [[answer_to_body(a, t["entry_point"]) for a in answers] if chat else answers
+                    for t, answers in zip(tasks, out)]
+        samples = sample(p.n_samples, p.temperature, p.top_p)
+        greedy = [g[0] for g in sample(1, 0.0, 1.0)] if p.greedy else None
         if not distributed.is_main():
             continue  # processes share the generation (the slow part); the main one scores
         t1 = time.time()

@@ -88,8 +88,10 @@ def body_stopper(tokenizer, prompt_len: int, incremental: bool = True):
 
 
 def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: float, top_p: float,
-             max_new_tokens: int, batch_size: int, seed: int, progress: bool = False) -> list[list[str]]:
-    """Return n completions for each prompt (greedy when temperature == 0).
+             max_new_tokens: int, batch_size: int, seed: int, progress: bool = False,
+             body_only: bool = True) -> list[list[str]]:
+    """Return n completions for each prompt (greedy when temperature == 0): function bodies, cut at the
+    first top-level line, or with `body_only=False` whole answers that end at EOS or the token limit.
 
     Requests are sorted by prompt length so batches pad little; each batch is seeded from `seed` and
     its index, so the result does not depend on anything run before. Under several processes each
@@ -121,9 +123,10 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
         with torch.inference_mode():  # ~5% faster than no_grad on CPU; the ids are only decoded
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id, top_k=None,
-                                 stopping_criteria=[body_stopper(tokenizer, enc.input_ids.shape[1])], cache_implementation=CACHE, **kwargs)
+                                 stopping_criteria=[body_stopper(tokenizer, enc.input_ids.shape[1])] if body_only else [],
+                                 cache_implementation=CACHE, **kwargs)
         texts = tokenizer.batch_decode(ids[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
-        texts_done += [(start + k, truncate_completion(t)) for k, t in enumerate(texts)]
+        texts_done += [(start + k, truncate_completion(t) if body_only else t) for k, t in enumerate(texts)]
         bar.update(len(chunk))
     bar.close()
     out: list[list[str]] = [[] for _ in prompts]

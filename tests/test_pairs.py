@@ -206,7 +206,8 @@ def test_pair_stats_counts_gaps_and_sources():
 
 # Pure logic (STYLE.md, convention 6): importing these must not pull in torch.
 PURE_MODULES = ("src.pairs", "src.rewards", "src.sandbox", "src.metrics", "src.metrics.passk", "src.metrics.text",
-                "src.metrics.ruby", "src.metrics.quality", "src.tasks", "src.tasks.synthetic", "src.tasks.loaders")
+                "src.metrics.ruby", "src.metrics.quality", "src.tasks", "src.tasks.synthetic", "src.tasks.loaders",
+                "src.prompting")
 
 
 def test_pure_logic_modules_import_no_torch():
