@@ -236,7 +236,7 @@ def gather_timing(folder: Path) -> dict:
 def timing_table(timing: dict) -> str:
     """stage | wall time | share | work: one row per stage, then the total."""
     stages = timing.get("stages", {})
-    total = sum(r.get("wall_s", 0) for r in stages.values()) or 1.0
+    total = sum(r.get("wall_s", 0) for r in stages.values())
     lines = ["| stage | wall (s) | share | work |", "|---|---|---|---|"]
     def flat(d: dict, prefix: str = "") -> dict:   # {"policies": {"sft": {"generate_s": 1}}} -> policies.sft.generate_s
         return {k2: v2 for k, v in d.items()
@@ -245,8 +245,8 @@ def timing_table(timing: dict) -> str:
     for stage, r in stages.items():
         work = ", ".join(f"{k} {v}" for k, v in flat(r).items()
                          if k not in ("wall_s", "finished") and isinstance(v, (int, float, str)))
-        lines.append(f"| {stage} | {r.get('wall_s', 0):.1f} | {r.get('wall_s', 0) / total:.0%} | {work or '–'} |")
-    lines.append(f"| total | {sum(r.get('wall_s', 0) for r in stages.values()):.1f} | | |")
+        lines.append(f"| {stage} | {r.get('wall_s', 0):.1f} | {r.get('wall_s', 0) / (total or 1.0):.0%} | {work or '–'} |")
+    lines.append(f"| total | {total:.1f} | | |")
     return "\n".join(lines) + f"\n\nMachine: {timing.get('machine', 'unknown')}.\n"
 
 
