@@ -144,4 +144,6 @@ class BaseParams:
     checkpoint_steps: int = bounded(0)  # TRL trainers save every N optimizer steps (0 = never)
     resume: bool                        # continue from the last checkpoint of the same params and data
     accelerate: str                     # configs/accelerate/<name>.yaml: how dvc.yaml launches the stages
+    # the one sampling temperature of rollouts, prompt filtering, the reward stage and headline pass@1
+    temperature: float = bounded(0)
 
