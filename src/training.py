@@ -51,11 +51,16 @@ class _NoLive:
         pass
 
 
-def dvclive_callback(plots_dir: str, resume: bool = False):
+def dvclive_callback(plots_dir: str, resume: bool = False, global_step: bool = False,
+                     resume_step: int | None = None):
     """A transformers callback logging to `plots_dir`; dvc.yaml owns the plot declarations.
     A resumed run keeps the curves logged before the interruption. Wall-clock keys (train_runtime,
     *_per_second, step_time) are dropped: the plot data is committed and must not change between
-    identical runs; the stage's timing record keeps them."""
+    identical runs; the stage's timing record keeps them.
+
+    The `step` column counts log calls, unless `global_step`: then it is the optimizer step, so train
+    and eval curves share one axis; a run resumed from the checkpoint at `resume_step` first drops the
+    rows a killed run logged after it, which it logs again."""
     from dvclive import Live
     from transformers import TrainerCallback
     from transformers.integrations import DVCLiveCallback
@@ -67,10 +72,23 @@ def dvclive_callback(plots_dir: str, resume: bool = False):
     class Callback(DVCLiveCallback):
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
             logs = {k: v for k, v in (logs or {}).items() if not is_timing_key(k)}
+            if global_step:
+                self.live.step = state.global_step
             super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
+    if global_step and resume and resume_step is not None:
+        drop_rows_after(Path(plots_dir) / "plots" / "metrics", resume_step)
     live = Live(dir=plots_dir, dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
     return Callback(live=live, log_model=False), live
+
+
+def drop_rows_after(folder, step: int) -> None:
+    """Remove the rows with a step above `step` from every dvclive TSV under folder."""
+    for tsv in Path(folder).rglob("*.tsv"):
+        header, *rows = tsv.read_text().splitlines(keepends=True)
+        kept = [r for r in rows if int(float(r.split("\t", 1)[0])) <= step]
+        if len(kept) < len(rows):
+            tsv.write_text(header + "".join(kept))
 
 
 def full_state_dict(trainer) -> dict | None:
