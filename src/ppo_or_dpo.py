@@ -335,7 +335,8 @@ def train_rounds(ctx: MethodContext, rounds: int, samples_per_prompt: int,
         live.end()
         per_round.append({**info, **extra, "steps": out.global_step, "train_loss": round(out.training_loss, 4)})
         for k, v in timing_keys(out.metrics).items():
-            seconds[k] = round(seconds.get(k, 0.0) + v, 4)
+            if not k.endswith("_per_second"):  # runtimes add up over rounds; rates do not
+                seconds[k] = round(seconds.get(k, 0.0) + v, 4)
         if r + 1 < rounds and distributed.is_main():
             torch.save({"policy": ctx.policy.state_dict(), "rounds": per_round}, work / f"checkpoint-round{r + 1}.pt")
         distributed.barrier()

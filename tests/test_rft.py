@@ -195,6 +195,10 @@ def test_rft_rounds_reuse_then_sample_and_count_their_work(tmp_path, tok, sample
     assert done.extra["steps"] == 4 and done.extra["prompts"] == 1
     assert done.timing["optimizer_steps"] == 4 and done.timing["completions_sampled"] == 2
     assert done.policy is ctx.policy and any(not torch.equal(before[k], v) for k, v in weights(ctx.policy).items())
+    # one loss curve over both rounds: the second round's rows follow the first's
+    rows = (tmp_path / "plots/plots/metrics/loss.tsv").read_text().splitlines()[1:]
+    steps = [int(r.split("\t")[0]) for r in rows]
+    assert len(steps) == 4 and steps == sorted(set(steps))
 
 
 def test_online_dpo_round_trains_on_pass_fail_pairs(tmp_path, tok, samples):
