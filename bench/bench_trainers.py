@@ -253,7 +253,8 @@ def run_grpo(ctx, variant: str) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    values = {**ctx["raw"]["ppo_or_dpo"]["grpo"], **GRPO_TINY, "max_steps": STEPS["grpo"]}
+    values = {**ctx["raw"]["ppo_or_dpo"]["grpo"], **GRPO_TINY, "max_steps": STEPS["grpo"],
+              "temperature": ctx["raw"]["base"]["temperature"]}   # as src.ppo_or_dpo sets it
     ours = variant == "ours"
     model, tok = load(ctx["policy"], ours)
     work = tmpdir(ctx["tmp"], "grpo")
@@ -327,7 +328,7 @@ def run_ppo(ctx, variant: str) -> dict:
     from src.ppo import PolicyWithValueHead, PPOParams, train_ppo
 
     p = parse_section(PPOParams, {**ctx["raw"]["ppo_or_dpo"]["ppo"], **PPO_TINY, "steps": STEPS["ppo"],
-                                  "seed": SEED}, "ppo_or_dpo.ppo")
+                                  "seed": SEED, "temperature": ctx["raw"]["base"]["temperature"]}, "ppo_or_dpo.ppo")
     policy, tok = load(ctx["policy"], True)
     ref = copy.deepcopy(policy)
     wrapped = PolicyWithValueHead(policy)

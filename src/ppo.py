@@ -184,7 +184,7 @@ class PPOParams:
     learning_rate: float = bounded(0)
     max_grad_norm: float = bounded(0)
     max_new_tokens: int = bounded(1)
-    temperature: float = bounded(1e-3)    # > 0: PPO needs sampled rollouts
+    temperature: float = bounded(1e-3)    # base.temperature, filled in by ppo_or_dpo (> 0: sampled rollouts)
     top_p: float = bounded(0, 1)
     gamma: float = bounded(0, 1)
     lam: float = bounded(0, 1)            # GAE λ

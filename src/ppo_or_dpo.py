@@ -2,8 +2,13 @@
 - dpo: TRL's DPOTrainer on the reward stage's preference pairs (optionally re-ranked by the reward model);
 - grpo: TRL's GRPOTrainer on the composite reward (syntax, execution, semantic, preference);
 - ppo: the project's PPO (src/ppo.py; TRL no longer has one) on the same composite reward;
+- rft: rejection-sampling fine-tuning (expert iteration): SFT on the policy's own distinct passing
+  programs, for a number of rounds;
+- online_dpo: TRL's DPOTrainer on fresh pass-vs-fail pairs of the policy's own samples, per round;
 - sft_more: the control, more supervised fine-tuning from the SFT checkpoint with the same budget
   of optimizer steps, so a method's gain counts only above it.
+The online methods (grpo, ppo, rft, online_dpo) sample the prompts `ppo_or_dpo.prompts` names at
+base.temperature.
 
     python -m src.ppo_or_dpo --params params.yaml --data data/prepared --reward-data data/reward \
         --sft models/sft --reward-model models/reward --out models/aligned \
@@ -12,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import shutil
 import time
@@ -21,25 +27,62 @@ from typing import Any, Callable, Literal
 from src.io import UserError, read_jsonl, read_split, run_cli, timing_keys, write_json, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.rewards import CompositeParams
+from src.rollouts import SAMPLE_FIELDS, keep_passing, pass_fail_pairs, pass_rate, sample_and_execute
 from src.sandbox import SandboxParams
 from src.tasks import TASK_COLUMNS
 
 PAIR_FIELDS = {"prompt": str, "chosen": str, "rejected": str, "source": str}
+PROMPT_SPLITS = {"rl": ["rl.jsonl"], "train": ["train.jsonl"], "both": ["train.jsonl", "rl.jsonl"]}
+SAMPLING_METHODS = ("grpo", "ppo", "rft", "online_dpo")
+# keys ppo_or_dpo fills in from base (one value for every stage); setting them by hand is an error
+INJECTED = {"grpo": {"temperature": "base.temperature"},
+            "ppo": {"temperature": "base.temperature", "seed": "base.seed"}}
 
 
 @dataclasses.dataclass
 class AlignParams:
-    method: Literal["dpo", "grpo", "ppo", "sft_more"]
+    method: Literal["dpo", "grpo", "ppo", "sft_more", "rft", "online_dpo"]
+    prompts: Literal["rl", "train", "both"]   # the online methods' prompts: data/prepared/<split>.jsonl
     composite: dict[str, Any]        # the composite reward of grpo and ppo: src.rewards.CompositeParams
     filter_prompts: bool             # online methods: only tasks the SFT policy solves sometimes
     max_prompts: int = bounded(0)    # 0 = all (after filtering)
+    sampling: dict[str, Any]         # rft/online_dpo rollouts: SamplingParams
     dpo_pairs: Literal["execution", "all"]   # all = execution + human/simulated pairs
+    dpo_require_pass: bool           # keep only pairs whose chosen program passed its tests
     dpo_rerank: bool                 # re-order each pair by the reward model's score
     rm_batch_size: int = bounded(1)
     dpo: dict[str, Any]              # TRL DPOConfig fields
-    grpo: dict[str, Any]             # TRL GRPOConfig fields
-    ppo: dict[str, Any]              # src.ppo.PPOParams fields (seed comes from base.seed)
+    grpo: dict[str, Any]             # TRL GRPOConfig fields (temperature comes from base.temperature)
+    ppo: dict[str, Any]              # src.ppo.PPOParams fields (seed, temperature come from base)
+    rft: dict[str, Any]              # RFTParams
+    online_dpo: dict[str, Any]       # OnlineDPOParams
     sft_more: dict[str, Any]         # TRL SFTConfig fields
+
+
+@dataclasses.dataclass
+class SamplingParams:
+    """How rft and online_dpo sample the policy (at base.temperature) in the rounds they sample."""
+    reuse_reward_samples: bool       # round 1 takes the reward stage's samples of the SFT policy where it has them
+    top_p: float = bounded(0, 1)
+    max_new_tokens: int = bounded(1)
+    batch_size: int = bounded(1)     # sequences per generate call
+
+
+@dataclasses.dataclass
+class RFTParams:
+    rounds: int = bounded(1)             # sample -> keep passing -> SFT, repeated
+    samples_per_prompt: int = bounded(1)
+    keep_per_task: int = bounded(0)      # distinct passing programs kept per task (0 = all)
+    mix_train: bool                      # also train on the labelled train split each round
+    sft: dict[str, Any]                  # TRL SFTConfig fields; max_steps counts per round
+
+
+@dataclasses.dataclass
+class OnlineDPOParams:
+    rounds: int = bounded(1)             # sample -> pair pass against fail -> DPO, repeated
+    samples_per_prompt: int = bounded(2)
+    pairs_per_task: int = bounded(0)     # 0 = every (pass, fail) pair of distinct bodies
+    dpo: dict[str, Any]                  # TRL DPOConfig fields; max_steps counts per round
 
 
 @dataclasses.dataclass
@@ -51,6 +94,9 @@ class MethodContext:
     sandbox: SandboxParams
     composite: CompositeParams
     ppo: Any                         # src.ppo.PPOParams
+    sampling: SamplingParams
+    rft: RFTParams
+    online_dpo: OnlineDPOParams
     data_dir: str
     reward_data: str
     rm_dir: str
@@ -73,15 +119,15 @@ class Aligned:
 
 
 def online_prompts(tasks: list[dict], stats_path: Path, p: AlignParams) -> list[dict]:
-    """Tasks for GRPO/PPO: those with an SFT pass rate strictly between 0 and 1 when filtering."""
+    """Tasks for the online methods: those with an SFT pass rate strictly between 0 and 1 when filtering."""
     if p.filter_prompts:
         rate = {r["task_id"]: r["pass_rate"] for r in read_jsonl(stats_path, {"task_id": str, "pass_rate": (int, float)})}
         tasks = [t for t in tasks if 0 < rate.get(t["task_id"], 0) < 1]
     if p.max_prompts:
         tasks = tasks[:p.max_prompts]
     if not tasks:
-        raise UserError(f"{stats_path}: no training prompts left after filtering "
-                        "(set ppo_or_dpo.filter_prompts: false or sample more in the reward stage)")
+        raise UserError(f"{stats_path}: no training prompts left after filtering (set ppo_or_dpo.filter_prompts: "
+                        "false, or have the reward stage sample more of the ppo_or_dpo.prompts tasks)")
     return [{k: t[k] for k in TASK_COLUMNS} for t in tasks]
 
 
@@ -103,6 +149,13 @@ def train_tasks(ctx: MethodContext) -> list[dict]:
     return read_split(Path(ctx.data_dir) / "train.jsonl", TASK_COLUMNS)
 
 
+def method_prompts(ctx: MethodContext) -> list[dict]:
+    """The online methods' tasks: the split(s) ppo_or_dpo.prompts names (rl rows carry no reference),
+    filtered by the reward stage's pass rates (online_prompts)."""
+    tasks = [t for name in PROMPT_SPLITS[ctx.p.prompts] for t in read_split(Path(ctx.data_dir) / name, TASK_COLUMNS)]
+    return online_prompts(tasks, Path(ctx.reward_data) / "task_stats.jsonl", ctx.p)
+
+
 def run_trainer(trainer, live, ctx: MethodContext, **extra) -> Aligned:
     """Train a TRL trainer (resuming when asked) and collect its loss, steps and weights."""
     from src.training import full_state_dict
@@ -113,6 +166,14 @@ def run_trainer(trainer, live, ctx: MethodContext, **extra) -> Aligned:
               **timing_keys(out.metrics)}
     return Aligned(trainer.model, {"train_loss": round(out.training_loss, 4), "steps": out.global_step, **extra},
                    full_state_dict(trainer), timing=timing)
+
+
+def chosen_passed(pairs: list[dict], samples: list[dict]) -> list[dict]:
+    """The pairs whose chosen program is a sample that passed its tests (the reward stage's executed
+    samples). A failing "chosen" teaches a wrong program, through DPO's SFT term above all; a chosen
+    side never executed (e.g. a human judgment on other code) is not known to pass and is dropped too."""
+    passed = {(r["prompt"], r["completion"]) for r in samples if r["passed"]}
+    return [r for r in pairs if (r["prompt"], r["chosen"]) in passed]
 
 
 def dpo(ctx: MethodContext) -> Aligned:
@@ -126,8 +187,15 @@ def dpo(ctx: MethodContext) -> Aligned:
              "val": read_jsonl(reward_data / "pairs_val.jsonl", PAIR_FIELDS)}
     if p.dpo_pairs == "execution":
         pairs = {s: [r for r in rows if r["source"] == "execution"] for s, rows in pairs.items()}
+    dropped = 0
+    if p.dpo_require_pass:
+        samples = read_jsonl(reward_data / "samples.jsonl", SAMPLE_FIELDS)
+        kept = {s: chosen_passed(rows, samples) for s, rows in pairs.items()}
+        dropped = sum(len(pairs[s]) - len(kept[s]) for s in pairs)
+        pairs = kept
     if not pairs["train"]:
-        raise UserError(f"{ctx.reward_data}/pairs_train.jsonl: no {p.dpo_pairs} pairs to train DPO on")
+        raise UserError(f"{ctx.reward_data}/pairs_train.jsonl: no {p.dpo_pairs} pairs to train DPO on"
+                        + (" whose chosen program passed (ppo_or_dpo.dpo_require_pass)" if p.dpo_require_pass else ""))
     if p.dpo_rerank:
         score = load_scorer(ctx.rm_dir, p.rm_batch_size)
         for rows in pairs.values():
@@ -143,7 +211,7 @@ def dpo(ctx: MethodContext) -> Aligned:
     trainer = DPOTrainer(model=ctx.policy, args=cfg, processing_class=ctx.tok, train_dataset=ds["train"],
                          eval_dataset=ds["val"] if len(ds["val"]) else None, callbacks=[cb])
     ctx.tok.padding_side = "right"
-    return run_trainer(trainer, live, ctx)
+    return run_trainer(trainer, live, ctx, pairs=len(pairs["train"]), pairs_dropped_failing_chosen=dropped)
 
 
 def sft_more(ctx: MethodContext) -> Aligned:
@@ -167,10 +235,11 @@ def grpo(ctx: MethodContext) -> Aligned:
     from trl import GRPOConfig, GRPOTrainer
 
     from src.training import dvclive_callback, trl_config
-    tasks = online_prompts(train_tasks(ctx), Path(ctx.reward_data) / "task_stats.jsonl", ctx.p)
+    tasks = method_prompts(ctx)
     reward = composite_reward(ctx)
     funcs, w = reward.trl_reward_funcs()
-    cfg = trl_config(GRPOConfig, "ppo_or_dpo.grpo", ctx.p.grpo, reward_weights=w, **ctx.common)
+    cfg = trl_config(GRPOConfig, "ppo_or_dpo.grpo", ctx.p.grpo, temperature=ctx.base.temperature, reward_weights=w,
+                     **ctx.common)
     cb, live = dvclive_callback(ctx.plots_dir, ctx.resume)
     trainer = GRPOTrainer(model=ctx.policy, reward_funcs=funcs, args=cfg, processing_class=ctx.tok,
                           train_dataset=Dataset.from_list(tasks), callbacks=[cb])
@@ -179,11 +248,9 @@ def grpo(ctx: MethodContext) -> Aligned:
 
 def ppo(ctx: MethodContext) -> Aligned:
     """The project's PPO (src/ppo.py) on the composite reward, with a frozen copy as KL reference."""
-    import copy
-
     from src.ppo import PolicyWithValueHead, train_ppo
     from src.training import dvclive_logger
-    tasks = online_prompts(train_tasks(ctx), Path(ctx.reward_data) / "task_stats.jsonl", ctx.p)
+    tasks = method_prompts(ctx)
     reward = composite_reward(ctx)
     live, log = dvclive_logger(ctx.plots_dir, ctx.resume)
 
@@ -204,16 +271,178 @@ def ppo(ctx: MethodContext) -> Aligned:
     return Aligned(wrapped.model, extra, save_more=wrapped.save_value_head, timing=timing)
 
 
+# ---------------------------------------------------------------- the iterative methods (rft, online_dpo)
+ROUND_SEED_STRIDE = 1_000_003   # rounds' generate seeds (seed + batch index) never meet
+
+
+def round_samples(ctx: MethodContext, tasks: list[dict], n: int, r: int, seconds: dict) -> tuple[list[dict], int]:
+    """Round r's (0-based) executed samples of the current policy on `tasks`, n per task. Round 0 takes
+    the reward stage's samples of the SFT policy (drawn at base.temperature) for the tasks it sampled
+    when ppo_or_dpo.sampling.reuse_reward_samples; every other task is sampled here, with a per-round
+    seed. Returns (samples, how many were sampled here)."""
+    from src import distributed
+    s = ctx.sampling
+    reused, todo = [], tasks
+    if r == 0 and s.reuse_reward_samples:
+        wanted = {(t["task_id"], t["prompt"]) for t in tasks}
+        reused = [x for x in read_jsonl(Path(ctx.reward_data) / "samples.jsonl", SAMPLE_FIELDS)
+                  if (x["task_id"], x["prompt"]) in wanted]
+        have = {x["task_id"] for x in reused}
+        todo = [t for t in tasks if t["task_id"] not in have]
+    fresh: list[dict] = []
+    if todo:
+        ctx.policy.to(distributed.device())
+        part: dict = {}
+        fresh = sample_and_execute(todo, ctx.policy, ctx.tok, n, ctx.base.temperature, s.top_p, s.max_new_tokens,
+                                   s.batch_size, ctx.sandbox, ctx.base.seed + r * ROUND_SEED_STRIDE, part)
+        for k, v in part.items():
+            seconds[k] = round(seconds.get(k, 0.0) + v, 3)
+    return reused + fresh, len(fresh)
+
+
+def train_rounds(ctx: MethodContext, rounds: int, samples_per_prompt: int,
+                 build: Callable[[list[dict], dict], tuple[Any, Any, dict]]) -> Aligned:
+    """The loop rft and online_dpo share: per round, sample and execute (round_samples), turn the
+    samples into a trainer (`build(samples, info)` -> (trainer, live, round metrics)) and train the
+    policy in place. Round 1 writes TRL checkpoints into the work folder as a one-round method does;
+    a finished round saves the policy there (checkpoint-round<r>.pt), so a resumed run goes on after
+    the last finished round, and into a round's own TRL checkpoints (work/round<r>)."""
+    import torch
+
+    from src import distributed
+    from src.training import full_state_dict
+    tasks = method_prompts(ctx)
+    work = Path(ctx.work)
+    per_round: list[dict] = []
+    seconds: dict = {}
+    start = 0
+    if ctx.resume:  # the last finished round's policy and metrics
+        done = sorted(work.glob("checkpoint-round*.pt"), key=lambda f: int(f.stem.removeprefix("checkpoint-round")))
+        if done:
+            state = torch.load(done[-1], map_location="cpu", weights_only=True)
+            ctx.policy.load_state_dict(state["policy"])
+            per_round, start = state["rounds"], len(state["rounds"])
+    trainer = None
+    for r in range(start, rounds):
+        samples, fresh = round_samples(ctx, tasks, samples_per_prompt, r, seconds)
+        info = {"round": r + 1, "prompts": len(tasks), "completions": len(samples), "completions_sampled": fresh,
+                "pass_rate": pass_rate(samples)}
+        out_dir = work if r == 0 else work / f"round{r + 1}"
+        trainer, live, extra = build(samples, {**info, "output_dir": str(out_dir),
+                                               "resume": ctx.resume if r == start else False, "first": r == 0})
+        resume = ctx.resume and r == start and any(out_dir.glob("checkpoint-*/trainer_state.json"))
+        out = trainer.train(resume_from_checkpoint=True if resume else None)
+        live.end()
+        per_round.append({**info, **extra, "steps": out.global_step, "train_loss": round(out.training_loss, 4)})
+        for k, v in timing_keys(out.metrics).items():
+            if not k.endswith("_per_second"):  # runtimes add up over rounds; rates do not
+                seconds[k] = round(seconds.get(k, 0.0) + v, 4)
+        if r + 1 < rounds and distributed.is_main():
+            torch.save({"policy": ctx.policy.state_dict(), "rounds": per_round}, work / f"checkpoint-round{r + 1}.pt")
+        distributed.barrier()
+    totals = {"completions_sampled": sum(x["completions_sampled"] for x in per_round),
+              "optimizer_steps": sum(x["steps"] for x in per_round)}
+    extra = {"prompts": len(tasks), "steps": totals["optimizer_steps"],
+             "train_loss": per_round[-1]["train_loss"], "rounds": per_round}
+    timing = {**totals, "sandbox_programs": totals["completions_sampled"], **seconds}
+    return Aligned(ctx.policy, extra, full_state_dict(trainer) if trainer is not None else None, timing=timing)
+
+
+def rft_rows(samples: list[dict], train: list[dict], q: RFTParams, seed: int) -> tuple[list[dict], list[dict]]:
+    """One rft round's data: (the kept samples, the SFT rows). The rows are the kept passing programs
+    (keep_passing) as prompt -> body, then the labelled train tasks' references when q.mix_train."""
+    from src.training import prompt_completion_rows
+    kept = keep_passing(samples, q.keep_per_task, seed)
+    rows = [{"prompt": k["prompt"], "completion": k["completion"]} for k in kept]
+    return kept, rows + (prompt_completion_rows(train) if q.mix_train else [])
+
+
+def rft(ctx: MethodContext) -> Aligned:
+    """Rejection-sampling fine-tuning (expert iteration): each round samples the policy, keeps its
+    distinct passing programs (at most keep_per_task per task) and trains on them with TRL's SFTTrainer
+    (completion-only loss), plus the labelled train split when mix_train."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from src.training import dvclive_callback, trl_config
+    q = ctx.rft
+    train = train_tasks(ctx) if q.mix_train else []
+
+    def build(samples: list[dict], info: dict):
+        kept, rows = rft_rows(samples, train, q, ctx.base.seed + info["round"])
+        if not rows:
+            raise UserError(f"rft round {info['round']}: no passing program to train on (sample more with "
+                            "ppo_or_dpo.rft.samples_per_prompt, or set ppo_or_dpo.rft.mix_train: true)")
+        cfg = trl_config(SFTConfig, "ppo_or_dpo.rft.sft", q.sft, **{**ctx.common, "output_dir": info["output_dir"]})
+        cb, live = dvclive_callback(ctx.plots_dir, info["resume"] or not info["first"])
+        trainer = SFTTrainer(model=ctx.policy, args=cfg, processing_class=ctx.tok, callbacks=[cb],
+                             train_dataset=Dataset.from_list(rows))
+        ctx.tok.padding_side = "right"
+        return trainer, live, {"programs_kept": len(kept), "tasks_kept": len({k["task_id"] for k in kept}),
+                               "train_rows": len(rows)}
+    return train_rounds(ctx, q.rounds, q.samples_per_prompt, build)
+
+
+def online_dpo(ctx: MethodContext) -> Aligned:
+    """Online (iterative) DPO: each round samples the policy, pairs a passing program (chosen) with a
+    failing one (rejected) of the same task, and trains TRL's DPOTrainer on the pairs, against the
+    policy as it was at the round's start (the SFT policy in round 1)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from src.training import dvclive_callback, trl_config
+    q = ctx.online_dpo
+
+    def build(samples: list[dict], info: dict):
+        pairs = pass_fail_pairs(samples, q.pairs_per_task, ctx.base.seed + info["round"])
+        if not pairs:
+            raise UserError(f"online_dpo round {info['round']}: no task has both a passing and a failing sample "
+                            "(sample more with ppo_or_dpo.online_dpo.samples_per_prompt, or use other prompts)")
+        cfg = trl_config(DPOConfig, "ppo_or_dpo.online_dpo.dpo", q.dpo,
+                         **{**ctx.common, "output_dir": info["output_dir"]})
+        cb, live = dvclive_callback(ctx.plots_dir, info["resume"] or not info["first"])
+        # a PEFT policy's reference is its base with the adapter off (TRL's own way); else a frozen copy
+        ref = None if hasattr(ctx.policy, "peft_config") else copy.deepcopy(ctx.policy)
+        rows = [{k: x[k] for k in ("prompt", "chosen", "rejected")} for x in pairs]
+        trainer = DPOTrainer(model=ctx.policy, ref_model=ref, args=cfg, processing_class=ctx.tok,
+                             train_dataset=Dataset.from_list(rows), callbacks=[cb])
+        ctx.tok.padding_side = "right"
+        return trainer, live, {"pairs": len(pairs), "tasks_paired": len({x["task_id"] for x in pairs})}
+    return train_rounds(ctx, q.rounds, q.samples_per_prompt, build)
+
+
 # method name (ppo_or_dpo.method) -> function; a new method is one function and one entry here
-METHODS: dict[str, Callable[[MethodContext], Aligned]] = {"dpo": dpo, "grpo": grpo, "ppo": ppo, "sft_more": sft_more}
+METHODS: dict[str, Callable[[MethodContext], Aligned]] = {"dpo": dpo, "grpo": grpo, "ppo": ppo, "sft_more": sft_more,
+                                                          "rft": rft, "online_dpo": online_dpo}
 
 
-def validate(raw: dict) -> tuple[BaseParams, SandboxParams, AlignParams, CompositeParams, Any]:
+@dataclasses.dataclass
+class Validated:
+    """Every params section the stage reads, checked."""
+    base: BaseParams
+    sandbox: SandboxParams
+    p: AlignParams
+    composite: CompositeParams
+    ppo: Any                         # src.ppo.PPOParams
+    sampling: SamplingParams
+    rft: RFTParams
+    online_dpo: OnlineDPOParams
+
+
+def validate(raw: dict) -> Validated:
     """Every method's section is checked, not only the active one's: a typo fails now, not in a later
     -S run, and before any model loads."""
     base = parse_section(BaseParams, raw.get("base"), "base")
     sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
     p = parse_section(AlignParams, raw.get("ppo_or_dpo"), "ppo_or_dpo")
+    for section, keys in INJECTED.items():
+        for key, source in keys.items():
+            if key in getattr(p, section):
+                raise UserError(f"params key 'ppo_or_dpo.{section}.{key}' is not set here: every stage uses "
+                                f"{source} (remove the key; change {source} instead)")
+    if p.method in SAMPLING_METHODS and base.temperature == 0:
+        raise UserError(f"params key 'base.temperature': {p.method} samples its rollouts and needs a "
+                        "temperature above 0")
     composite = parse_section(CompositeParams, p.composite, "ppo_or_dpo.composite")
     if composite.codebleu_weights is None:  # the semantic reward measures CodeBLEU as evaluation does
         composite.codebleu_weights = list((raw.get("evaluate") or {}).get("codebleu_weights") or [])
@@ -221,21 +450,28 @@ def validate(raw: dict) -> tuple[BaseParams, SandboxParams, AlignParams, Composi
         raise UserError("params key 'ppo_or_dpo.composite.codebleu_weights' (or evaluate.codebleu_weights when "
                         f"it is null): expected 4 weights, got {composite.codebleu_weights}")
     from src.ppo import PPOParams
-    ppo_params = parse_section(PPOParams, {**p.ppo, "seed": base.seed}, "ppo_or_dpo.ppo")
+    # a greedy base.temperature (0) is refused above for ppo; the other methods never read PPO's
+    ppo_params = parse_section(PPOParams, {**p.ppo, "seed": base.seed, "temperature": base.temperature or 1.0},
+                               "ppo_or_dpo.ppo")
+    sampling = parse_section(SamplingParams, p.sampling, "ppo_or_dpo.sampling")
+    rft_params = parse_section(RFTParams, p.rft, "ppo_or_dpo.rft")
+    online = parse_section(OnlineDPOParams, p.online_dpo, "ppo_or_dpo.online_dpo")
     from trl import DPOConfig, GRPOConfig, SFTConfig
 
     from src.training import check_trl_keys
-    trl_sections = {"dpo": (DPOConfig, p.dpo), "grpo": (GRPOConfig, p.grpo), "sft_more": (SFTConfig, p.sft_more)}
+    trl_sections = {"dpo": (DPOConfig, p.dpo), "grpo": (GRPOConfig, p.grpo), "sft_more": (SFTConfig, p.sft_more),
+                    "rft.sft": (SFTConfig, rft_params.sft), "online_dpo.dpo": (DPOConfig, online.dpo)}
     for name, (config_cls, values) in trl_sections.items():
         check_trl_keys(config_cls, f"ppo_or_dpo.{name}", values)
-    return base, sandbox, p, composite, ppo_params
+    return Validated(base, sandbox, p, composite, ppo_params, sampling, rft_params, online)
 
 
 def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir: str, out_dir: str,
          metrics_path: str, plots_dir: str, timing_path: str | None = None) -> dict:
     started = time.perf_counter()
     raw = read_params(params_path)
-    base, sandbox, p, composite, ppo_params = validate(raw)
+    v = validate(raw)
+    base, p = v.base, v.p
 
     from src import distributed
     from src.models import load_policy, save_policy
@@ -244,17 +480,19 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
     seed_everything(base.seed, base.num_threads)
     policy, tok = load_policy(sft_dir)
     work = work_dir(out_dir)
-    inputs = [Path(data_dir) / "train.jsonl", *sorted(Path(reward_data).glob("*.jsonl")),
+    inputs = [Path(data_dir) / "train.jsonl", Path(data_dir) / "rl.jsonl", *sorted(Path(reward_data).glob("*.jsonl")),
               Path(sft_dir) / "model.safetensors", *sorted(Path(rm_dir).glob("*.safetensors"))]
     fingerprint = {"seed": base.seed, "threads": base.num_threads, "params": raw["ppo_or_dpo"],
-                   "composite": dataclasses.asdict(composite), "sandbox": raw["sandbox"],  # weights resolved
+                   "temperature": base.temperature, "composite": dataclasses.asdict(v.composite),  # weights resolved
+                   "sandbox": raw["sandbox"],
                    "inputs": file_digest(*[f for f in inputs if f.exists()])}
     ckpt, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)
     common = dict(output_dir=work, seed=base.seed, data_seed=base.seed, report_to="none", **ckpt)
     t0 = time.time()
-    ctx = MethodContext(p=p, base=base, sandbox=sandbox, composite=composite, ppo=ppo_params, data_dir=data_dir,
-                        reward_data=reward_data, rm_dir=rm_dir, plots_dir=plots_dir, policy=policy, tok=tok,
-                        work=work, resume=resume, common=common)
+    ctx = MethodContext(p=p, base=base, sandbox=v.sandbox, composite=v.composite, ppo=v.ppo, sampling=v.sampling,
+                        rft=v.rft, online_dpo=v.online_dpo, data_dir=data_dir, reward_data=reward_data,
+                        rm_dir=rm_dir, plots_dir=plots_dir, policy=policy, tok=tok, work=work, resume=resume,
+                        common=common)
     done = METHODS[p.method](ctx)
 
     if not distributed.is_main():

@@ -88,24 +88,17 @@ def check_stages(raw: dict) -> None:
     src.reward pulls in torch."""
     from src.evaluate import EvaluateParams
     from src.label import LabelParams
-    from src.params import BaseParams
-    from src.ppo import PPOParams
-    from src.ppo_or_dpo import AlignParams
+    from src.ppo_or_dpo import validate as validate_align
     from src.prepare import PrepareParams, validate
     from src.reward import RewardParams
-    from src.rewards import CompositeParams
     from src.sandbox import SandboxParams
     from src.sft import SFTParams
 
-    base = parse_section(BaseParams, raw.get("base"), "base")
     for cls, name in ((SandboxParams, "sandbox"), (SFTParams, "sft"), (RewardParams, "reward"),
                       (EvaluateParams, "evaluate"), (LabelParams, "label")):
         parse_section(cls, raw.get(name), name)
     validate(parse_section(PrepareParams, raw.get("prepare"), "prepare"))
-    align = parse_section(AlignParams, raw.get("ppo_or_dpo"), "ppo_or_dpo")
-    parse_section(CompositeParams, align.composite, "ppo_or_dpo.composite")
-    # the stage checks ppo only when method is ppo; a preset should also hold for `-S ppo_or_dpo.method=ppo`
-    parse_section(PPOParams, {**align.ppo, "seed": base.seed}, "ppo_or_dpo.ppo")
+    validate_align(raw)  # base too, and every method's section (base.temperature, seed injected as the stage does)
 
 
 def flow(value) -> str:

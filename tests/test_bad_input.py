@@ -36,7 +36,7 @@ def assert_one_line_error(r, expected: str):
     ("sft", "sft", {"vocab_size": "big"}, "params key 'sft.vocab_size': expected int, got 'big'"),
     ("prepare", "prepare", {"source": "mpbb"}, "params key 'prepare.source': 'mpbb' is not allowed"),
     ("ppo_or_dpo", "ppo_or_dpo", {"method": "dop"}, "params key 'ppo_or_dpo.method': 'dop' is not allowed "
-                                                      "(allowed: 'dpo', 'grpo', 'ppo', 'sft_more')"),
+                                                      "(allowed: 'dpo', 'grpo', 'ppo', 'sft_more', 'rft', 'online_dpo')"),
     ("evaluate", "evaluate", {"top_p": 1.5}, "params key 'evaluate.top_p': 1.5 is out of range [0, 1]"),
     ("reward", "reward", {"human_feedback": "humans"}, "params key 'reward.human_feedback': 'humans' is not allowed"),
 ])

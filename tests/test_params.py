@@ -85,7 +85,7 @@ def test_repository_params_are_valid():
         parse_section(cls, raw[name], name)
     align = raw["ppo_or_dpo"]
     parse_section(CompositeParams, align["composite"], "ppo_or_dpo.composite")
-    parse_section(PPOParams, {**align["ppo"], "seed": 0}, "ppo_or_dpo.ppo")
+    parse_section(PPOParams, {**align["ppo"], "seed": 0, "temperature": raw["base"]["temperature"]}, "ppo_or_dpo.ppo")
     assert load_section(BaseParams, "base", ROOT / "params.yaml").seed == raw["base"]["seed"]
 
 
@@ -108,6 +108,8 @@ def test_repository_trainer_sections_build_trl_configs(tmp_path):
     for cls, key, values in [(SFTConfig, "sft.train", raw["sft"]["train"]),
                              (DPOConfig, "ppo_or_dpo.dpo", align["dpo"]),
                              (GRPOConfig, "ppo_or_dpo.grpo", align["grpo"]),
-                             (SFTConfig, "ppo_or_dpo.sft_more", align["sft_more"])]:
+                             (SFTConfig, "ppo_or_dpo.sft_more", align["sft_more"]),
+                             (SFTConfig, "ppo_or_dpo.rft.sft", align["rft"]["sft"]),
+                             (DPOConfig, "ppo_or_dpo.online_dpo.dpo", align["online_dpo"]["dpo"])]:
         cfg = trl_config(cls, key, values, output_dir=str(tmp_path))
         assert cfg.bf16 is False and cfg.gradient_checkpointing is False, key

@@ -24,6 +24,13 @@ TINY = {
     "reward": {"max_tasks": 16, "samples_per_task": 3, "max_new_tokens": 24, "gen_batch_size": 32,
                "epochs": 1, "batch_size": 8, "max_length": 128},
     "ppo_or_dpo": {"filter_prompts": False, "max_prompts": 8,
+                   "dpo_require_pass": False,  # a tiny policy passes too little to leave a pair
+                   "sampling": {"max_new_tokens": 16, "batch_size": 16},
+                   "rft": {"samples_per_prompt": 2,
+                           "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1}},
+                   "online_dpo": {"rounds": 1, "samples_per_prompt": 2,
+                                  "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 256,
+                                          "logging_steps": 1}},
                    "dpo": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "max_length": 256,
                            "logging_steps": 1},
                    "grpo": {"num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 16,

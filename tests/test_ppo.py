@@ -278,3 +278,37 @@ def test_killed_ppo_resumes_to_the_uninterrupted_result(tok, tmp_path):
 
     with pytest.raises(ValueError, match="other params"):  # another run's checkpoint is never continued
         run(p=dataclasses.replace(p, learning_rate=1e-3), resume=True, checkpoint_dir=tmp_path / "work")
+
+
+# ---------------------------------------------------------------- params: the rollouts' temperature is base's
+
+def align_raw() -> dict:
+    from src.params import read_params
+    from tests.conftest import ROOT
+    return read_params(ROOT / "params.yaml")
+
+
+@pytest.mark.parametrize("section, key, value", [("grpo", "temperature", 1.0), ("ppo", "temperature", 1.0),
+                                                 ("ppo", "seed", 7)])
+def test_a_hand_set_rollout_temperature_is_rejected_naming_the_key(section, key, value):
+    from src.io import UserError
+    from src.ppo_or_dpo import validate
+    raw = align_raw()
+    raw["ppo_or_dpo"][section][key] = value
+    with pytest.raises(UserError, match=rf"'ppo_or_dpo\.{section}\.{key}' is not set here.*base\.{key}"):
+        validate(raw)
+
+
+def test_ppo_samples_at_base_temperature_and_greedy_is_refused_for_sampling_methods():
+    from src.io import UserError
+    from src.ppo_or_dpo import SAMPLING_METHODS, validate
+    raw = align_raw()
+    raw["base"]["temperature"] = 0.6
+    assert validate(raw).ppo.temperature == 0.6 and validate(raw).ppo.seed == raw["base"]["seed"]
+    raw["base"]["temperature"] = 0.0
+    for method in SAMPLING_METHODS:
+        raw["ppo_or_dpo"]["method"] = method
+        with pytest.raises(UserError, match="'base.temperature'"):
+            validate(raw)
+    raw["ppo_or_dpo"]["method"] = "dpo"  # offline pairs: nothing sampled here
+    assert validate(raw).p.method == "dpo"

@@ -41,7 +41,8 @@ def test_gpu_presets_train_in_bf16_on_the_gpu(name):
     p = {k: v for k, (v, _) in presets.load_preset(ROOT / "presets" / f"{name}.yaml").items()}
     if p.get("base.accelerate", "cpu") == "cpu":
         return
-    for section in ("sft.train", "ppo_or_dpo.dpo", "ppo_or_dpo.grpo", "ppo_or_dpo.sft_more"):
+    for section in ("sft.train", "ppo_or_dpo.dpo", "ppo_or_dpo.grpo", "ppo_or_dpo.sft_more", "ppo_or_dpo.rft.sft",
+                    "ppo_or_dpo.online_dpo.dpo"):
         assert p[f"{section}.use_cpu"] is False and p[f"{section}.bf16"] is True, (name, section)
 
 
