@@ -5,8 +5,9 @@
 - `simulate_human_feedback`: a seeded rule-based stand-in for annotators (NOT human judgments);
 - `read_human_feedback`: real annotations from `data/human_feedback/*.jsonl`.
 
-`split_pairs` splits by task so no task is in both train and val; `pair_stats` summarises.
-Pure Python (no torch), so the pair logic is tested quickly and on its own.
+`split_pairs` splits by task so no task is in both train and val; `pair_stats` summarises;
+`best_of_n` scores the reward model as a selector of samples. Pure Python (no torch), so the pair
+logic is tested quickly and on its own.
 """
 from __future__ import annotations
 
@@ -363,3 +364,26 @@ def pair_stats(pairs: list[dict]) -> dict:
     sources = sorted({p.get("source", "unknown") for p in pairs})
     return {**_summary(pairs),
             "by_source": {s: _summary([p for p in pairs if p.get("source", "unknown") == s]) for s in sources}}
+
+
+# ----------------------------------------------------------------------------- best-of-n
+
+
+def best_of_n(groups: dict[str, list[tuple[float, bool]]]) -> dict:
+    """The reward model as a selector: per task, its n samples as (score, passed) in sampling order.
+
+    Returns {tasks, n (samples per task, the largest group), top_pick: mean pass of each task's
+    highest-scored sample, random: mean pass rate (the expected pass of a uniform pick), oracle: share
+    of tasks with any passing sample (pass@n), gain: top_pick - random}; None values for no tasks.
+    A tie for the top score goes to the earliest sample: deterministic, and as samples come in
+    random order it favours neither passing nor failing ones.
+    """
+    groups = {t: g for t, g in groups.items() if g}
+    if not groups:
+        return {"tasks": 0, "n": 0, "top_pick": None, "random": None, "oracle": None, "gain": None}
+    top = [max(range(len(g)), key=lambda i: (g[i][0], -i)) for g in groups.values()]
+    top_pick = sum(g[i][1] for g, i in zip(groups.values(), top)) / len(groups)
+    rand = sum(sum(ok for _, ok in g) / len(g) for g in groups.values()) / len(groups)
+    oracle = sum(any(ok for _, ok in g) for g in groups.values()) / len(groups)
+    return {"tasks": len(groups), "n": max(len(g) for g in groups.values()), "top_pick": top_pick,
+            "random": rand, "oracle": oracle, "gain": top_pick - rand}

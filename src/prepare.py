@@ -1,4 +1,4 @@
-"""`prepare` stage: build the train/val/test task files and check every canonical solution.
+"""`prepare` stage: build the train/val/test/rl task files and check every canonical solution.
 
     python -m src.prepare --params params.yaml --out data/prepared --metrics metrics/prepare.json
 
@@ -8,6 +8,11 @@ JSONL file or a hub id in `prepare.path`, with MBPP's own split; the few-shot pr
 train) and `jsonl` (any human-eval-format file in `prepare.path`, split by `prepare.split_fracs`).
 Every canonical solution runs against its own tests in the sandbox: a synthetic or jsonl failure
 stops the stage (listing the task ids); HumanEval/MBPP failures are dropped and reported.
+
+The `rl` split holds verifiable prompts (tests, no reference) for the reward stage and the online
+methods: `prepare.n_rl` fresh generator tasks (synthetic) or a `prepare.rl_frac` share of the training
+tasks (mbpp, jsonl; none for humaneval). rl.jsonl carries canonical_solution "" so no training stage
+can see a reference; the checked references go to rl_references.jsonl, for analysis only.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from src.params import BaseParams, bounded, parse_section, read_params
 from src.tasks import TASK_FIELDS
 from src.tasks import synthetic
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "rl")
 OUT_FIELDS = TASK_FIELDS + ("combo", "heldout")
 
 
@@ -36,6 +41,9 @@ class PrepareParams:
     n_train: int = bounded(0)
     n_val: int = bounded(0)
     n_test: int = bounded(0)
+    n_rl: int = bounded(0)             # the rl split: verifiable prompts whose references no stage sees
+    rl_heldout_combos: bool            # synthetic: rl may hold the held-out combinations/family (train never does)
+    rl_frac: float = bounded(0.0, 1.0)  # mbpp/jsonl: share of the training tasks moved to rl (tests only)
     families: list[str]                # synthetic families; [] = all
     difficulty_weights: list[float]    # relative weights of levels 1, 2, 3
     heldout_combo_frac: float = bounded(0.0, 0.9)   # share of level-2/3 op combinations never in train
@@ -77,26 +85,43 @@ def load_source(p: PrepareParams, seed: int) -> tuple[dict[str, list[dict]], lis
 
 def _load_source(p: PrepareParams, seed: int) -> tuple[dict[str, list[dict]], list[str]]:
     if p.source == "synthetic":
-        counts = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
+        counts = {"train": p.n_train, "val": p.n_val, "test": p.n_test, "rl": p.n_rl}
         try:
             shape = synthetic.TestShape(p.random_inputs, p.max_asserts, p.min_asserts)
             return synthetic.generate_splits(counts, seed, p.families, p.difficulty_weights,
-                                             p.heldout_combo_frac, p.heldout_family, shape), []
+                                             p.heldout_combo_frac, p.heldout_family, shape,
+                                             heldout_free=("train",) if p.rl_heldout_combos else ("train", "rl")), []
         except ValueError as e:
             raise UserError(f"prepare: {e}") from None
     from src.tasks import loaders
 
     if p.source == "humaneval":
-        return {"train": [], "val": [], "test": loaders.load_humaneval()}, []
+        return {"train": [], "val": [], "test": loaders.load_humaneval(), "rl": []}, []
     if p.source == "mbpp":
         unconverted: list[tuple[str, str]] = []
         tasks = loaders.load_mbpp(p.path, unconverted)
         names = {"prompt": "train", "train": "train", "validation": "val", "test": "test"}
-        return {s: [t for t in tasks if names[t["split"]] == s] for s in SPLITS}, [i for i, _ in unconverted]
+        splits = {s: [t for t in tasks if names[t["split"]] == s] for s in ("train", "val", "test")}
+        return move_to_rl(splits, p.rl_frac, seed), [i for i, _ in unconverted]
     tasks = loaders.load_jsonl_problems(p.path)
     random.Random(f"{seed}:prepare:jsonl").shuffle(tasks)
     n_train, n_val = round(p.split_fracs[0] * len(tasks)), round(p.split_fracs[1] * len(tasks))
-    return {"train": tasks[:n_train], "val": tasks[n_train:n_train + n_val], "test": tasks[n_train + n_val:]}, []
+    splits = {"train": tasks[:n_train], "val": tasks[n_train:n_train + n_val], "test": tasks[n_train + n_val:]}
+    return move_to_rl(splits, p.rl_frac, seed), []
+
+
+def move_to_rl(splits: dict[str, list[dict]], frac: float, seed: int) -> dict[str, list[dict]]:
+    """A seeded `frac` of the train tasks (rounded) becomes the rl split; both keep their order."""
+    train = splits["train"]
+    chosen = set(random.Random(f"{seed}:prepare:rl").sample(range(len(train)), round(frac * len(train))))
+    return {**splits, "train": [t for i, t in enumerate(train) if i not in chosen],
+            "rl": [t for i, t in enumerate(train) if i in chosen]}
+
+
+def strip_references(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(rows with canonical_solution "", [{task_id, canonical_solution}]): the rl split and its references."""
+    return ([{**t, "canonical_solution": ""} for t in rows],
+            [{"task_id": t["task_id"], "canonical_solution": t["canonical_solution"]} for t in rows])
 
 
 def check_canonical(tasks: list[dict], sandbox_params) -> list[tuple[dict, str]]:
@@ -122,14 +147,15 @@ def prepare(p: PrepareParams, seed: int, sandbox_params) -> tuple[dict[str, list
         raise UserError(f"{len(ids)} canonical solution(s) fail their own tests: {', '.join(ids[:20])}"
                         + (" ..." if len(ids) > 20 else "") + f" (first: {failed[0][1][:300]})")
     bad = {t["task_id"] for t, _ in failed}
-    caps = {"train": p.n_train, "val": p.n_val, "test": p.n_test}
+    caps = {"train": p.n_train, "val": p.n_val, "test": p.n_test, "rl": p.n_rl}
     for s in SPLITS:
         kept = [t for t in splits[s] if t["task_id"] not in bad]
         if p.source != "synthetic" and len(kept) > caps[s]:
             chosen = set(random.Random(f"{seed}:prepare:cap:{s}").sample(range(len(kept)), caps[s]))
             kept = [t for i, t in enumerate(kept) if i in chosen]
         splits[s] = [{k: t.get(k) for k in OUT_FIELDS} | {"heldout": bool(t.get("heldout"))} for t in kept]
-    required = {"synthetic": SPLITS, "mbpp": SPLITS, "humaneval": ("test",),
+    # rl may be empty (humaneval has none; n_rl 0 or rl_frac 0 turn it off): the stages that read it say so
+    required = {"synthetic": SPLITS[:3], "mbpp": SPLITS[:3], "humaneval": ("test",),
                 "jsonl": tuple(s for s, f in zip(SPLITS, p.split_fracs) if f > 0)}[p.source]
     for s in required:
         if not splits[s]:
@@ -147,7 +173,8 @@ def prepare(p: PrepareParams, seed: int, sandbox_params) -> tuple[dict[str, list
         "distinct_combos": {s: len({t["combo"] for t in splits[s] if t["combo"]}) for s in SPLITS},
         "heldout_combos": {"held_out": len(held_combos),
                            "used_in_val_test": len({t["combo"] for s in ("val", "test") for t in splits[s]
-                                                    if t["combo"] in held_combos})},
+                                                    if t["combo"] in held_combos}),
+                           "used_in_rl": len({t["combo"] for t in splits["rl"] if t["combo"] in held_combos})},
         "canonical_checked": len(everything),
         "dropped": {"count": len(dropped), "ids": dropped},
     }
@@ -156,11 +183,12 @@ def prepare(p: PrepareParams, seed: int, sandbox_params) -> tuple[dict[str, list
 
 def main(params_path: str = "params.yaml", out_dir: str = "data/prepared",
          metrics_path: str = "metrics/prepare.json", timing_path: str | None = None) -> dict:
-    """Run the stage: read params, build and check the splits, write {train,val,test}.jsonl and metrics.
+    """Run the stage: read params, build and check the splits, write the split files and metrics.
 
     Args:
         params_path: params.yaml (sections base, prepare, sandbox).
-        out_dir: folder for train.jsonl, val.jsonl, test.jsonl.
+        out_dir: folder for train.jsonl, val.jsonl, test.jsonl, rl.jsonl (references blanked) and
+            rl_references.jsonl.
         metrics_path: the metrics JSON file.
         timing_path: where to record the wall time and work (src.io.write_timing); None: nowhere.
     Returns:
@@ -175,8 +203,10 @@ def main(params_path: str = "params.yaml", out_dir: str = "data/prepared",
     validate(p)
     sandbox_params = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
     splits, metrics = prepare(p, base.seed, sandbox_params)
+    splits["rl"], references = strip_references(splits["rl"])
     for s in SPLITS:
         write_jsonl(Path(out_dir) / f"{s}.jsonl", splits[s])
+    write_jsonl(Path(out_dir) / "rl_references.jsonl", references)   # analysis only: no stage reads it
     write_json(metrics_path, metrics)
     write_timing(timing_path, t0, tasks=sum(metrics["counts"].values()),
                  sandbox_programs=metrics["canonical_checked"])

@@ -1,5 +1,6 @@
-"""`reward` stage: sample completions of the train tasks from the SFT policy, run them in the sandbox,
-turn them (and human preference judgments) into preference pairs, and train the two-head reward model.
+"""`reward` stage: sample completions of the chosen prompts (`reward.prompts`: the rl split by default)
+from the SFT policy at base.temperature, run them in the sandbox, turn them (and human preference
+judgments) into preference pairs, and train the two-head reward model.
 
     python -m src.reward --params params.yaml --data data/prepared --sft models/sft \
         --feedback data/human_feedback --out-data data/reward --out-model models/reward \
@@ -8,6 +9,9 @@ turn them (and human preference judgments) into preference pairs, and train the 
 Outputs: data/reward/samples.jsonl (every sample with its execution result), task_stats.jsonl (the
 SFT pass rate per task: the online methods train on tasks it solves sometimes, not always or never),
 pairs_{train,val}.jsonl (TRL preference format, `source` = execution | simulated | human).
+Nothing here reads a reference solution, so rl prompts (canonical_solution "") work like train ones.
+The metrics add best-of-n on the reward model's held-out tasks: the pass rate of its top-scored sample
+against a random pick and the oracle (any sample passes).
 """
 from __future__ import annotations
 
@@ -19,21 +23,22 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
-from src.io import UserError, read_split, run_cli, write_json, write_jsonl, write_timing
-from src.pairs import (PairParams, build_pairs, pair_stats, read_human_feedback, simulate_human_feedback,
-                       split_pairs)
+from src.io import UserError, read_jsonl, run_cli, write_json, write_jsonl, write_timing
+from src.pairs import (PairParams, best_of_n, build_pairs, pair_stats, read_human_feedback,
+                       simulate_human_feedback, split_pairs)
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.reward_model import RewardModelParams
 from src.sandbox import Job, SandboxParams, execute
 from src.tasks import TASK_COLUMNS
 
+PROMPT_SPLITS = {"rl": ("rl",), "train": ("train",), "both": ("train", "rl")}
 
 
 @dataclasses.dataclass
 class RewardParams(PairParams, RewardModelParams):
-    max_tasks: int = bounded(0)          # train tasks to sample (0 = all)
-    samples_per_task: int = bounded(2)
-    temperature: float = bounded(0)
+    prompts: Literal["rl", "train", "both"]   # the tasks sampled: rl (verifiable, no reference), train or both
+    max_tasks: int = bounded(0)          # tasks to sample (0 = all; the first ones, train before rl for both)
+    samples_per_task: int = bounded(2)   # also the n of best-of-n
     top_p: float = bounded(0, 1)
     max_new_tokens: int = bounded(1)
     gen_batch_size: int = bounded(1)
@@ -42,7 +47,17 @@ class RewardParams(PairParams, RewardModelParams):
     human_feedback: Literal["simulated", "file", "both"]
 
 
-def sample_and_execute(tasks, model, tok, p: RewardParams, sandbox: SandboxParams, seed: int,
+def read_prompts(data_dir: str | Path, prompts: str, max_tasks: int = 0) -> list[dict]:
+    """The tasks `reward.prompts` names (split files in data_dir), the first max_tasks of them (0 = all)."""
+    files = [Path(data_dir) / f"{s}.jsonl" for s in PROMPT_SPLITS[prompts]]
+    tasks = [t for f in files for t in read_jsonl(f, TASK_COLUMNS)]
+    if not tasks:
+        raise UserError(f"reward.prompts is {prompts!r} but {' and '.join(map(str, files))} hold no tasks "
+                        "(check the prepare params: n_rl, rl_frac)")
+    return tasks[:max_tasks] if max_tasks else tasks
+
+
+def sample_and_execute(tasks, model, tok, p: RewardParams, sandbox: SandboxParams, seed: int, temperature: float,
                        seconds: dict | None = None) -> list[dict]:
     """Sample, run and record each completion; `seconds` (if given) gets the generate and execute times."""
     from src import distributed
@@ -50,7 +65,7 @@ def sample_and_execute(tasks, model, tok, p: RewardParams, sandbox: SandboxParam
     from src.metrics.quality import syntax_valid
 
     t0 = time.perf_counter()
-    completions = generate(model, tok, [t["prompt"] for t in tasks], p.samples_per_task, p.temperature,
+    completions = generate(model, tok, [t["prompt"] for t in tasks], p.samples_per_task, temperature,
                            p.top_p, p.max_new_tokens, p.gen_batch_size, seed, progress=True)
     t1 = time.perf_counter()
     flat = [(t, c) for t, cs in zip(tasks, completions) for c in cs]
@@ -68,6 +83,18 @@ def task_stats(samples: list[dict]) -> list[dict]:
     for s in samples:
         by[s["task_id"]].append(s["passed"])
     return [{"task_id": t, "n": len(v), "passed": sum(v), "pass_rate": sum(v) / len(v)} for t, v in by.items()]
+
+
+def held_out_best_of_n(model, tok, samples: list[dict], val_pairs: list[dict], batch_size: int) -> dict:
+    """Best-of-n (src.pairs.best_of_n) on the tasks whose pairs went to val, with every sample of each
+    task scored by the reward model's mixed score: the score the composite's preference uses."""
+    held = {p["task_id"] for p in val_pairs if p.get("task_id") is not None}
+    rows = [s for s in samples if s["task_id"] in held]
+    scores = model.score_texts([s["prompt"] + s["completion"] for s in rows], tok, batch_size)
+    groups: dict[str, list[tuple[float, bool]]] = {}
+    for s, score in zip(rows, scores):
+        groups.setdefault(s["task_id"], []).append((score, bool(s["passed"])))
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in best_of_n(groups).items()}
 
 
 def human_pairs(p: RewardParams, samples: list[dict], feedback_dir: str, seed: int) -> list[dict]:
@@ -93,13 +120,11 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     from src.training import checkpointing, dvclive_logger, file_digest, seed_everything, work_dir
 
     seed_everything(base.seed, base.num_threads)
-    tasks = read_split(Path(data_dir) / "train.jsonl", TASK_COLUMNS)
-    if p.max_tasks:
-        tasks = tasks[:p.max_tasks]
+    tasks = read_prompts(data_dir, p.prompts, p.max_tasks)
     policy, tok = load_policy(sft_dir)
     policy.to(distributed.device())
     seconds: dict = {}
-    samples = sample_and_execute(tasks, policy, tok, p, sandbox, base.seed, seconds)
+    samples = sample_and_execute(tasks, policy, tok, p, sandbox, base.seed, base.temperature, seconds)
     del policy
     stats = task_stats(samples)
 
@@ -137,8 +162,9 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     rates = [s["pass_rate"] for s in stats]
     metrics = {
         "human_feedback": p.human_feedback,  # says whether the human head saw real or simulated judgments
+        "prompts": p.prompts,
         "samples": len(samples),
-        "sft_train_pass@1": round(sum(rates) / len(rates), 4),
+        "sft_pass@1": round(sum(rates) / len(rates), 4),   # on the sampled prompts, at base.temperature
         "tasks_informative": sum(0 < r < 1 for r in rates),  # kept for the online methods
         "tasks": len(rates),
         "pairs": pair_stats(pairs),
@@ -149,6 +175,7 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
                 evaluate_pairs(model, rm_tok, hf_val, "human", p.eval_batch_size)
                 if p.use_human_logits else None,
         },
+        "best_of_n": held_out_best_of_n(model, rm_tok, samples, val, p.eval_batch_size),
         "train_steps": fit["steps"],
     }
     write_json(metrics_path, metrics)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from src.io import UserError
-from src.pairs import (build_pairs, pair_stats, read_human_feedback, simulate_human_feedback, split_pairs,
-                       style_cost)
+from src.pairs import (best_of_n, build_pairs, pair_stats, read_human_feedback, simulate_human_feedback,
+                       split_pairs, style_cost)
 
 PROMPT = "def f(x):\n"
 
@@ -202,6 +202,23 @@ def test_pair_stats_counts_gaps_and_sources():
     assert st["by_source"]["human"]["mean_chosen_chars"] == 2
     assert st["by_source"]["execution"]["decided_by"] == {"score": 4}
     assert pair_stats([])["n_pairs"] == 0
+
+
+def test_best_of_n_against_random_and_oracle():
+    groups = {
+        "a": [(0.1, False), (0.9, True), (0.3, False), (0.2, False)],   # the top score passes
+        "b": [(2.0, False), (1.0, True), (-1.0, True), (0.0, False)],   # the top score fails
+        "c": [(0.5, False), (0.5, False), (0.1, False), (0.0, False)],  # nothing passes
+        "d": [(0.7, True), (0.7, False), (0.2, True), (0.1, True)],     # a tie: the earlier sample wins
+    }
+    got = best_of_n(groups)
+    assert got == {"tasks": 4, "n": 4, "top_pick": 2 / 4, "random": (1 / 4 + 2 / 4 + 0 + 3 / 4) / 4,
+                   "oracle": 3 / 4, "gain": 2 / 4 - 6 / 16}
+    groups["d"] = [(0.7, False), (0.7, True), (0.2, True), (0.1, True)]  # the tie's order flipped: the pick too
+    assert best_of_n(groups)["top_pick"] == 1 / 4
+    # a constant score always picks the first sample
+    assert best_of_n({"t": [(0.0, False), (0.0, True)]})["top_pick"] == 0.0
+    assert best_of_n({}) == {"tasks": 0, "n": 0, "top_pick": None, "random": None, "oracle": None, "gain": None}
 
 
 # Pure logic (STYLE.md, convention 6): importing these must not pull in torch.

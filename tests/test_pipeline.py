@@ -17,7 +17,7 @@ from tests.test_dvc_deps import import_closure, stage_modules
 
 TINY = {
     "base": {"num_threads": 1},
-    "prepare": {"n_train": 60, "n_val": 10, "n_test": 8},
+    "prepare": {"n_train": 60, "n_val": 10, "n_test": 8, "n_rl": 20},
     "sft": {"vocab_size": 300, "corpus_stdlib_mb": 0.0, "n_layer": 2, "d_model": 32, "n_head": 2,
             "d_ff": 64, "max_len": 256,
             "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "logging_steps": 1}},
@@ -94,7 +94,7 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
         assert json.loads((repo / "reports/timing" / f"{stage}.json").read_text())["wall_s"] > 0, stage
     assert run_cache_stages(repo) == set(stage_modules(repo))
     prepared = json.loads((repo / "metrics/prepare.json").read_text())
-    assert prepared["counts"]["train"] == 60
+    assert prepared["counts"]["train"] == 60 and prepared["counts"]["rl"] == 20
     sft = json.loads((repo / "metrics/sft.json").read_text())
     assert sft["steps"] >= 1 and sft["train_loss"] > 0
     reward = json.loads((repo / "metrics/reward.json").read_text())
@@ -169,6 +169,10 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     r = dvc(repo, "exp", "run", "--temp", "-S", "ppo_or_dpo.max_prompts=4")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Running stage 'ppo_or_dpo'" in r.stdout and "Running stage 'sft'" not in r.stdout, r.stdout[-3000:]
+    # a new rl split re-runs the stages that sample it, not SFT (it depends on train/val only)
+    r = dvc(repo, "exp", "run", "--temp", "-S", "prepare.n_rl=24")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Running stage 'reward'" in r.stdout and "Running stage 'sft'" not in r.stdout, r.stdout[-3000:]
 
 
 @pytest.mark.parametrize("method", ["grpo", "ppo", "sft_more"])

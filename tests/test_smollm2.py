@@ -18,7 +18,7 @@ pytestmark = [
 
 def test_smollm2_mbpp_to_humaneval(tmp_path):
     over = {
-        "prepare": {"source": "mbpp", "path": str(MBPP), "n_train": 6, "n_val": 2, "n_test": 3,
+        "prepare": {"source": "mbpp", "path": str(MBPP), "n_train": 6, "n_val": 2, "n_test": 3, "n_rl": 4,
                     "test_source": "humaneval"},
         "sft": {"base_model": "smollm2-135m", "cache_dir": str(tmp_path / "cache"), "lora": True, "lora_r": 4,
                 "lora_alpha": 8, "train": {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 384,
@@ -37,7 +37,7 @@ def test_smollm2_mbpp_to_humaneval(tmp_path):
     from src import evaluate, ppo_or_dpo, prepare, reward, sft
 
     prep = prepare.main(str(pp), str(d / "prepared"), str(tmp_path / "prepare.json"))
-    assert prep["counts"] == {"train": 6, "val": 2, "test": 3}
+    assert prep["counts"] == {"train": 6, "val": 2, "test": 3, "rl": 4}
     test_ids = [json.loads(x)["task_id"] for x in (d / "prepared/test.jsonl").read_text().splitlines()]
     assert all(t.startswith("HumanEval/") for t in test_ids)
 

@@ -121,6 +121,33 @@ def test_heldout_combinations_and_family_stay_out_of_train():
     assert len(prompts) == len(set(prompts))
 
 
+def test_rl_split_is_fresh_and_leaves_the_other_splits_as_they_were():
+    counts = {"train": 60, "val": 10, "test": 30}
+    without = synthetic.generate_splits(counts, 4, heldout_combo_frac=0.5)
+    splits = synthetic.generate_splits({**counts, "rl": 80}, 4, heldout_combo_frac=0.5)
+    assert {s: splits[s] for s in counts} == without          # adding rl changes nothing else, ids included
+    others = [t for s in counts for t in splits[s]]
+    rl = splits["rl"]
+    assert len(rl) == 80
+    assert not {t["task_id"] for t in rl} & {t["task_id"] for t in others}
+    assert not {t["prompt"] for t in rl} & {t["prompt"] for t in others}
+    assert len({t["prompt"] for t in rl}) == 80
+    assert sum(t["heldout"] for t in rl) > 0                    # by default rl may hold held-out combinations
+
+
+def test_rl_without_heldout_combinations_or_family():
+    held = synthetic.heldout_combos(4, synthetic.FAMILY_NAMES, 0.5)
+    splits = synthetic.generate_splits({"train": 40, "test": 30, "rl": 120}, 4, heldout_combo_frac=0.5,
+                                       heldout_family="loops", heldout_free=("train", "rl"))
+    assert not {t["combo"] for t in splits["rl"]} & held
+    assert all(t["family"] != "loops" and not t["heldout"] for t in splits["rl"])
+    assert any(t["heldout"] for t in splits["test"])           # test keeps them on purpose
+    free = synthetic.generate_splits({"train": 40, "test": 30, "rl": 120}, 4, heldout_combo_frac=0.5,
+                                     heldout_family="loops")
+    assert free["train"] == splits["train"] and free["test"] == splits["test"]
+    assert any(t["family"] == "loops" for t in free["rl"]) and any(t["combo"] in held for t in free["rl"])
+
+
 def test_test_shape_sets_the_cases_per_task():
     """prepare.random_inputs / max_asserts / min_asserts: the number of asserts each task's test has."""
     def asserts(shape):

