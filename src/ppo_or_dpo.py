@@ -149,11 +149,12 @@ def train_tasks(ctx: MethodContext) -> list[dict]:
     return read_split(Path(ctx.data_dir) / "train.jsonl", TASK_COLUMNS)
 
 
-def method_prompts(ctx: MethodContext) -> list[dict]:
+def method_prompts(ctx: MethodContext, filtered: bool = True) -> list[dict]:
     """The online methods' tasks: the split(s) ppo_or_dpo.prompts names (rl rows carry no reference),
-    filtered by the reward stage's pass rates (online_prompts)."""
+    filtered by the reward stage's pass rates (online_prompts) unless `filtered` is False."""
     tasks = [t for name in PROMPT_SPLITS[ctx.p.prompts] for t in read_split(Path(ctx.data_dir) / name, TASK_COLUMNS)]
-    return online_prompts(tasks, Path(ctx.reward_data) / "task_stats.jsonl", ctx.p)
+    p = ctx.p if filtered else dataclasses.replace(ctx.p, filter_prompts=False)
+    return online_prompts(tasks, Path(ctx.reward_data) / "task_stats.jsonl", p)
 
 
 def run_trainer(trainer, live, ctx: MethodContext, **extra) -> Aligned:
@@ -300,7 +301,7 @@ def round_samples(ctx: MethodContext, tasks: list[dict], n: int, r: int, seconds
     return reused + fresh, len(fresh)
 
 
-def train_rounds(ctx: MethodContext, rounds: int, samples_per_prompt: int,
+def train_rounds(ctx: MethodContext, tasks: list[dict], rounds: int, samples_per_prompt: int,
                  build: Callable[[list[dict], dict], tuple[Any, Any, dict]]) -> Aligned:
     """The loop rft and online_dpo share: per round, sample and execute (round_samples), turn the
     samples into a trainer (`build(samples, info)` -> (trainer, live, round metrics)) and train the
@@ -311,7 +312,6 @@ def train_rounds(ctx: MethodContext, rounds: int, samples_per_prompt: int,
 
     from src import distributed
     from src.training import full_state_dict
-    tasks = method_prompts(ctx)
     work = Path(ctx.work)
     per_round: list[dict] = []
     seconds: dict = {}
@@ -380,7 +380,9 @@ def rft(ctx: MethodContext) -> Aligned:
         ctx.tok.padding_side = "right"
         return trainer, live, {"programs_kept": len(kept), "tasks_kept": len({k["task_id"] for k in kept}),
                                "train_rows": len(rows)}
-    return train_rounds(ctx, q.rounds, q.samples_per_prompt, build)
+    # every prompt, not only those the SFT policy solves sometimes: a task it always solves still gives
+    # a program of its own to imitate (expert iteration keeps all of them)
+    return train_rounds(ctx, method_prompts(ctx, filtered=False), q.rounds, q.samples_per_prompt, build)
 
 
 def online_dpo(ctx: MethodContext) -> Aligned:
@@ -408,7 +410,7 @@ def online_dpo(ctx: MethodContext) -> Aligned:
                              train_dataset=Dataset.from_list(rows), callbacks=[cb])
         ctx.tok.padding_side = "right"
         return trainer, live, {"pairs": len(pairs), "tasks_paired": len({x["task_id"] for x in pairs})}
-    return train_rounds(ctx, q.rounds, q.samples_per_prompt, build)
+    return train_rounds(ctx, method_prompts(ctx), q.rounds, q.samples_per_prompt, build)
 
 
 # method name (ppo_or_dpo.method) -> function; a new method is one function and one entry here
