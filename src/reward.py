@@ -28,7 +28,8 @@ from src.pairs import (PairParams, best_of_n, build_pairs, pair_stats, read_huma
                        simulate_human_feedback, split_pairs)
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.reward_model import RewardModelParams
-from src.sandbox import Job, SandboxParams, execute
+from src.rollouts import sample_and_execute
+from src.sandbox import SandboxParams
 from src.tasks import TASK_COLUMNS
 
 PROMPT_SPLITS = {"rl": ("rl",), "train": ("train",), "both": ("train", "rl")}
@@ -55,27 +56,6 @@ def read_prompts(data_dir: str | Path, prompts: str, max_tasks: int = 0) -> list
         raise UserError(f"reward.prompts is {prompts!r} but {' and '.join(map(str, files))} hold no tasks "
                         "(check the prepare params: n_rl, rl_frac)")
     return tasks[:max_tasks] if max_tasks else tasks
-
-
-def sample_and_execute(tasks, model, tok, p: RewardParams, sandbox: SandboxParams, seed: int, temperature: float,
-                       seconds: dict | None = None) -> list[dict]:
-    """Sample, run and record each completion; `seconds` (if given) gets the generate and execute times."""
-    from src import distributed
-    from src.generation import generate
-    from src.metrics.quality import syntax_valid
-
-    t0 = time.perf_counter()
-    completions = generate(model, tok, [t["prompt"] for t in tasks], p.samples_per_task, temperature,
-                           p.top_p, p.max_new_tokens, p.gen_batch_size, seed, progress=True)
-    t1 = time.perf_counter()
-    flat = [(t, c) for t, cs in zip(tasks, completions) for c in cs]
-    jobs = [Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat]
-    results = distributed.map_sharded(lambda part: execute(part, sandbox, progress=True), jobs)
-    if seconds is not None:
-        seconds.update(generate_s=round(t1 - t0, 3), execute_s=round(time.perf_counter() - t1, 3))
-    return [{"task_id": t["task_id"], "prompt": t["prompt"], "completion": c, "score": r.score,
-             "status": r.status, "passed": r.passed, "syntax_ok": syntax_valid(t["prompt"] + c)}
-            for (t, c), r in zip(flat, results)]
 
 
 def task_stats(samples: list[dict]) -> list[dict]:
@@ -124,7 +104,8 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     policy, tok = load_policy(sft_dir)
     policy.to(distributed.device())
     seconds: dict = {}
-    samples = sample_and_execute(tasks, policy, tok, p, sandbox, base.seed, base.temperature, seconds)
+    samples = sample_and_execute(tasks, policy, tok, p.samples_per_task, base.temperature, p.top_p, p.max_new_tokens,
+                                 p.gen_batch_size, sandbox, base.seed, seconds)
     del policy
     stats = task_stats(samples)
 
