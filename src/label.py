@@ -1,7 +1,7 @@
 """The labelling page: judge pairs of completions in a local web page (for the reward model's human head).
 
     python -m src.label --params params.yaml --samples data/reward/samples.jsonl \
-        --feedback data/human_feedback --tasks data/prepared/train.jsonl [--annotator NAME] [--port N]
+        --feedback data/human_feedback --tasks data/prepared/rl.jsonl [--annotator NAME] [--port N]
 
 `serve` (the default) shows one pair at a time: the prompt, candidates A and B side by side, their
 execution results on request, and A better / B better / tie / both bad / skip (buttons or keys
@@ -390,7 +390,8 @@ def cli(argv=None) -> None:
     s.add_argument("--params", default="params.yaml")
     s.add_argument("--samples", default="data/reward/samples.jsonl")
     s.add_argument("--feedback", default="data/human_feedback")
-    s.add_argument("--tasks", default="data/prepared/train.jsonl", help="for per-assert re-runs (label.rerun)")
+    s.add_argument("--tasks", default="data/prepared/rl.jsonl",
+                   help="the sampled tasks (reward.prompts: rl.jsonl, train.jsonl), for per-assert re-runs (label.rerun)")
     s.add_argument("--annotator", help="the name the page starts with (each annotator can set their own)")
     s.add_argument("--host", help="overrides label.host")
     s.add_argument("--port", type=int, help="overrides label.port")
