@@ -29,7 +29,8 @@ CREDITED = ("passed", "failed", "runtime_error")
 
 @dataclasses.dataclass
 class CompositeParams:
-    """Weights of the components (0 = not computed) and how the semantic one is measured."""
+    """Weights of the components (0 = not computed), how execution is credited and how the semantic
+    one is measured."""
     syntax: float = bounded(0)
     execution: float = bounded(0)
     semantic: float = bounded(0)
