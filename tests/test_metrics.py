@@ -74,6 +74,25 @@ def test_policy_delta_pairs_the_stderr_by_task():
                  "pass@1_greedy_stderr_paired": 0.5}
 
 
+
+def test_policy_delta_pairs_pass_at_k_and_the_low_temperature_set():
+    """pass@k and the `more` sample sets (evaluate's low temperature) get a paired stderr from their own rows."""
+    from src.metrics.passk import policy_delta
+    rows = lambda spec: [{"task_id": t, "greedy": False, "passed": p} for t, p in spec]  # noqa: E731
+    sft = rows([("x", True), ("x", False), ("y", False), ("y", False)])
+    aligned = rows([("x", True), ("x", True), ("y", True), ("y", False)])
+    low_sft = rows([("x", True), ("x", True), ("y", False), ("y", False)])
+    low_aligned = rows([("x", True), ("x", True), ("y", True), ("y", True)])
+    m = lambda p1, p2: {"pass@1": p1, "pass@2": p2, "pass@1_lowtemp": p1, "pass@2_lowtemp": p2}  # noqa: E731
+    d = policy_delta(m(0.25, 0.5), m(0.75, 1.0), sft, aligned, {"_lowtemp": (low_sft, low_aligned)})
+    # headline pass@2 per task: sft x 1, y 0; aligned x 1, y 1 -> differences 0, 1 -> stderr 0.5
+    assert d["pass@2_stderr_paired"] == 0.5 and d["pass@1_stderr_paired"] == 0.0
+    # low temperature pass@1: x 1 -> 1, y 0 -> 1: differences 0, 1 -> 0.5; pass@2 the same
+    assert d["pass@1_lowtemp_stderr_paired"] == 0.5 and d["pass@2_lowtemp_stderr_paired"] == 0.5
+    assert d["pass@1_lowtemp"] == 0.5 and d["pass@2_lowtemp"] == 0.5
+    assert "pass@1_greedy_stderr_paired" not in d   # no greedy metric, no stderr for it
+
+
 # ---------------------------------------------------------------- tokenisation
 
 
