@@ -3,11 +3,12 @@ the "before" row of a real-model experiment.
 
     python -m src.baseline --model smollm2-135m --out reports/baseline/smollm2_humaneval_chat \
         --set prepare.source=humaneval --set evaluate.prompt_format=chat --set evaluate.n_samples=1 \
-        --set evaluate.temperature=0 --set evaluate.greedy=false
+        --set base.temperature=0 --set evaluate.low_temperature=null --set evaluate.greedy=false
 
 `--model` is what `sft.base_model` takes (a packaged alias, a hub id or a folder); each `--set key=value`
-changes params.yaml (the value read as YAML) for this run only. The out folder gets the tasks, the
-samples, `eval.json` (evaluate's metrics for policy `base`) and the params used.
+changes params.yaml (the value read as YAML) for this run only; above, one greedy answer per task
+(`base.temperature` is evaluate's headline temperature) and no low-temperature pass. The out folder gets
+the tasks, the samples, `eval.json` (evaluate's metrics for policy `base`) and the params used.
 """
 from __future__ import annotations
 

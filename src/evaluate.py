@@ -1,6 +1,12 @@
 """`evaluate` stage: sample completions for every test task from each policy, run them in the
 sandbox, score them with every metric and compare with the targets.
 
+Sampling: `evaluate.n_samples` per task at `base.temperature` (the one temperature of the rollouts: the
+headline pass@k and every text metric), the same number at `evaluate.low_temperature` (pass@k only,
+keys `pass@<k>_lowtemp`: sharpening lifts pass@1 there and leaves pass@k flat, learning lifts both) and
+one greedy decode. Per-sample rows: data/eval/<policy>.jsonl (headline and greedy) and
+data/eval/low_temperature/<policy>.jsonl.
+
     python -m src.evaluate --params params.yaml --data data/prepared --models models \
         --metrics metrics/eval.json --samples data/eval --plots plots/eval
 """
@@ -8,24 +14,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 from src.io import UserError, read_split, run_cli, write_json, write_jsonl, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.sandbox import STATUSES, Job, SandboxParams, execute
 from src.tasks import TASK_COLUMNS
 
+LOW = "_lowtemp"   # metric-key suffix of the low-temperature samples: pass@1_lowtemp, pass@5_lowtemp, ...
 
 
 @dataclasses.dataclass
 class EvaluateParams:
     policies: list[str]              # model folders under --models, e.g. [sft, aligned]
     max_tasks: int = bounded(0)      # 0 = every test task
-    n_samples: int = bounded(1)      # sampled completions per task
-    temperature: float = bounded(0)
+    n_samples: int = bounded(1)      # sampled completions per task, at each temperature
+    low_temperature: Optional[float] = bounded(0)   # a second pass@k at this temperature; null = skip
     top_p: float = bounded(0, 1)
     max_new_tokens: int = bounded(1)
     batch_size: int = bounded(1)
@@ -42,17 +50,21 @@ class EvaluateParams:
 
 
 def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] | None,
-                 p: EvaluateParams, sandbox: SandboxParams, device: str = "cpu") -> tuple[dict, list[dict], dict]:
-    """Every metric for one policy; also the per-sample rows and pass@1 per family/difficulty."""
+                 p: EvaluateParams, sandbox: SandboxParams, device: str = "cpu",
+                 low: list[list[str]] | None = None) -> tuple[dict, list[dict], dict, list[dict]]:
+    """Every metric for one policy; also the per-sample rows, pass@1 per family/difficulty and the
+    low-temperature rows. The text metrics score the headline samples (`samples`) only."""
     from src.metrics import passk, quality, text
     from src.metrics.ruby import ruby_pair
     from src.metrics.text import body
 
     flat = [(t, c) for t, cs in zip(tasks, samples) for c in cs]
     g_flat = [(t, c) for t, c in zip(tasks, greedy or [])]
-    jobs = [Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat + g_flat]
-    results = execute(jobs, sandbox, progress=True)
-    res, g_res = results[:len(flat)], results[len(flat):]
+    l_flat = [(t, c) for t, cs in zip(tasks, low or []) for c in cs]
+    jobs = [Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat + g_flat + l_flat]
+    results = execute(jobs, sandbox, progress=True)   # one batch: the workers stay busy
+    res, g_res, l_res = (results[:len(flat)], results[len(flat):len(flat) + len(g_flat)],
+                         results[len(flat) + len(g_flat):])
 
     rb = [ruby_pair(t["prompt"], c, t["canonical_solution"]) for t, c in flat]
     rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **r.to_dict(), "ruby_level": lvl}
@@ -78,6 +90,12 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
     if g_res:
         m["pass@1_greedy"] = sum(r.passed for r in g_res) / len(g_res)
         m["pass@1_greedy_stderr"] = passk.proportion_stderr(m["pass@1_greedy"], len(g_res))
+    low_rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **r.to_dict()}
+                for (t, c), r in zip(l_flat, l_res)]
+    if low_rows:
+        low_counts = passk.task_counts(low_rows, greedy=False)
+        m.update({k + LOW: v for k, v in passk.pass_at_k_table(low_counts, p.ks).items()})
+        m[f"pass@1{LOW}_stderr"] = passk.pass_at_1_stderr(low_counts)
 
     groups: dict[str, list[float]] = defaultdict(list)
     for t in tasks:
@@ -92,7 +110,7 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
         status[r.status] += 1
     m["status"] = dict(sorted(status.items()))
     m["ruby_levels"] = {lvl: sum(1 for _, x in rb if x == lvl) for lvl in ("graph", "tree", "string")}
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}, rows, by_group
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}, rows, by_group, low_rows
 
 
 def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, samples_dir: str,
@@ -115,8 +133,9 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
     if p.max_tasks:
         tasks = tasks[:p.max_tasks]
     chat = p.prompt_format == "chat"
-    out: dict = {"targets": dict(p.targets), "met": {}, "tasks": len(tasks), "n_samples": p.n_samples}
-    bars, passk_rows, group_rows, sample_rows, seconds = [], [], [], {}, {}
+    out: dict = {"targets": dict(p.targets), "met": {}, "tasks": len(tasks), "n_samples": p.n_samples,
+                 "temperature": base.temperature, "low_temperature": p.low_temperature}
+    bars, passk_rows, group_rows, sample_rows, low_rows, seconds = [], [], [], {}, {}, {}
     for name in p.policies:
         t0 = time.time()
         model, tok = load_policy(str(Path(models_dir) / name))
@@ -131,33 +150,39 @@ def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, sa
                            base.seed, progress=True, body_only=not chat)
             return [[answer_to_body(a, t["entry_point"]) for a in answers] if chat else answers
                     for t, answers in zip(tasks, out)]
-        samples = sample(p.n_samples, p.temperature, p.top_p)
+        samples = sample(p.n_samples, base.temperature, p.top_p)
         greedy = [g[0] for g in sample(1, 0.0, 1.0)] if p.greedy else None
+        low = sample(p.n_samples, p.low_temperature, p.top_p) if p.low_temperature is not None else None
         if not distributed.is_main():
             continue  # processes share the generation (the slow part); the main one scores
         t1 = time.time()
-        metrics, rows, by_group = score_policy(tasks, samples, greedy, p, sandbox, str(distributed.device()))
+        metrics, rows, by_group, low_rows[name] = score_policy(tasks, samples, greedy, p, sandbox,
+                                                               str(distributed.device()), low)
         seconds[name] = {"generate_s": round(t1 - t0, 3), "score_s": round(time.time() - t1, 3)}
         write_jsonl(Path(samples_dir) / f"{name}.jsonl", rows)
+        if low is not None:   # a folder of its own: <policy>.jsonl keeps the headline and greedy rows only
+            write_jsonl(Path(samples_dir) / "low_temperature" / f"{name}.jsonl", low_rows[name])
         sample_rows[name] = rows
         out[name] = metrics
         out["met"][name] = {k: bool(metrics.get(k, -1) >= v) for k, v in p.targets.items()}
         bars += [{"policy": name, "metric": k, "value": metrics.get(k), "target": v} for k, v in p.targets.items()]
-        passk_rows += [{"policy": name, "k": int(k.split("@")[1]), "pass_at_k": v}
-                       for k, v in metrics.items() if k.startswith("pass@") and k.split("@")[1].isdigit()]
+        for suffix, temperature in (("", base.temperature), (LOW, p.low_temperature)):
+            passk_rows += [{"policy": name, "temperature": temperature, "k": int(k_), "pass_at_k": v}
+                           for k, v in metrics.items() for k_ in re.findall(rf"^pass@(\d+){suffix}$", k)]
         group_rows += [{"policy": name, "group": g, "pass@1": round(v, 4)} for g, v in by_group.items()]
         print(f"evaluate {name}: {time.time() - t0:.0f}s " + ", ".join(
             f"{k}={v}" for k, v in metrics.items() if not isinstance(v, dict)))
     if not distributed.is_main():
         return {}
     if "sft" in p.policies and len(p.policies) > 1:
-        out["delta"] = {n: policy_delta(out["sft"], out[n], sample_rows["sft"], sample_rows[n])
+        out["delta"] = {n: policy_delta(out["sft"], out[n], sample_rows["sft"], sample_rows[n],
+                                        {LOW: (low_rows["sft"], low_rows[n])} if p.low_temperature is not None else {})
                         for n in p.policies if n != "sft"}
     write_json(metrics_path, out)
     write_json(Path(plots_dir) / "targets.json", bars)
     write_json(Path(plots_dir) / "pass_at_k.json", passk_rows)
     write_json(Path(plots_dir) / "by_group.json", group_rows)
-    per_policy = len(tasks) * (p.n_samples + p.greedy)   # completions sampled = sandbox programs run
+    per_policy = len(tasks) * (p.n_samples * (1 + (p.low_temperature is not None)) + p.greedy)  # = programs run
     write_timing(timing_path, started, policies=seconds, completions_sampled=per_policy * len(p.policies),
                  sandbox_programs=per_policy * len(p.policies))
     return out

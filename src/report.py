@@ -153,15 +153,17 @@ def plot_stage(folder: Path, path: Path) -> None:
 
 
 def _by_policy(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by policy, and by sampling temperature where rows carry one (pass@k at two temperatures)."""
     out: dict[str, list[dict]] = {}
     for r in rows:
-        out.setdefault(r.get("policy", "all"), []).append(r)
+        label = r.get("policy", "all") + (f" T={r['temperature']}" if r.get("temperature") is not None else "")
+        out.setdefault(label, []).append(r)
     return out
 
 
 def plot_eval(name: str, rows: list[dict], path: Path) -> None:
-    """targets: bars per metric and policy with the target marked; pass_at_k: lines over k;
-    by_group: horizontal bars of pass@1 per task group; the policies side by side."""
+    """targets: bars per metric and policy with the target marked; pass_at_k: lines over k, one per
+    policy and temperature; by_group: horizontal bars of pass@1 per task group; the policies side by side."""
     plt = _pyplot()
     groups = _by_policy(rows)
     width = 0.8 / len(groups)
@@ -269,7 +271,8 @@ def main(root: str | Path = ".", out: str | Path = "reports", base: str = "main"
         head += " + uncommitted changes"
     summary = "\n".join([
         "# Review report", "",
-        f"Commit {head}, {ev.get('tasks', '?')} test tasks, {ev.get('n_samples', '?')} samples per task. "
+        f"Commit {head}, {ev.get('tasks', '?')} test tasks, {ev.get('n_samples', '?')} samples per task"
+        + sampling(ev) + ". "
         "Written by `make report` (`python -m src.report`).", "",
         "## Metrics against targets", "", targets_table(ev),
         f"## Metrics diff against `{base}`", "", metrics_diff(base, root, dvc),
@@ -278,6 +281,14 @@ def main(root: str | Path = ".", out: str | Path = "reports", base: str = "main"
         "## Plots", "", *[f"![{p.stem}]({p.as_posix()})\n" for p in pngs]])
     write_text(out / "summary.md", summary)
     return summary
+
+
+def sampling(ev: dict) -> str:
+    """ at temperature 0.8 (and again at 0.2: the `_lowtemp` rows), as evaluate recorded them; "" before it did."""
+    if ev.get("temperature") is None:
+        return ""
+    low = ev.get("low_temperature")
+    return f" at temperature {ev['temperature']}" + (f" (and at {low}: the `_lowtemp` rows)" if low is not None else "")
 
 
 def timing_section(path: Path) -> list[str]:

@@ -1,6 +1,7 @@
 """The experiment table: every `dvc exp` of the current commit (and the commit itself) with the
 aligned policy against SFT on pass@k and the text metrics, as Markdown. Δ pass@1 carries its paired
-standard error (both policies on the same tasks).
+standard error (both policies on the same tasks), and so do the Δ pass@5 at the headline and at
+evaluate's low temperature ("low T"): pass@1 up with pass@5 flat is sharpening, both up is learning.
 
     python -m src.results [dvc exp show options, e.g. --rev <commit>] > RESULTS.md
 """
@@ -11,6 +12,7 @@ import subprocess
 import sys
 
 COLUMNS = ("pass@1", "pass@5", "pass@1_greedy", "codebleu", "ruby")
+DELTAS = (("pass@5", "Δ pass@5"), ("pass@1_lowtemp", "Δ pass@1 low T"), ("pass@5_lowtemp", "Δ pass@5 low T"))
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -53,27 +55,39 @@ def paired_from_samples(rev: str) -> float | None:
     return paired_stderr(rates["sft"], rates["aligned"])
 
 
+def _delta(s: dict, a: dict, delta: dict, key: str) -> str:
+    """aligned − sft for `key` with its paired stderr when the metrics have it; – for a run without it."""
+    if not isinstance(a.get(key), (int, float)) or not isinstance(s.get(key), (int, float)):
+        return "–"
+    se = delta.get(f"{key}_stderr_paired")
+    return f"{a[key] - s[key]:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
+
+
 def table(exps: list[dict], paired=None) -> str:
     """The Markdown table; `paired(rev)` supplies Δ's paired stderr where the metrics lack it."""
     runs = rows(exps)
     base = runs[0][2]
+    width = 5 + len(COLUMNS) - 1 + len(DELTAS)
     lines = ["| experiment | changed params | SFT pass@1 | aligned pass@1 | Δ pass@1 | "
-             + " | ".join(f"aligned {c}" for c in COLUMNS[1:]) + " |",
-             "|" + "---|" * (5 + len(COLUMNS) - 1)]
+             + " | ".join(f"aligned {c}" for c in COLUMNS[1:]) + " | "
+             + " | ".join(title for _, title in DELTAS) + " |",
+             "|" + "---|" * width]
     for name, rev, params, m in runs:
         # a key the first baseline lacks was added later with its then default: not a change
         changed = ", ".join(f"`{k}={v}`" for k, v in params.items() if k in base and base[k] != v) or "(default)"
         if "aligned" not in m:
-            lines.append(f"| {name} | {changed} | – | – | – |" + " – |" * (len(COLUMNS) - 1))
+            lines.append(f"| {name} | {changed} |" + " – |" * (width - 2))
             continue
         s, a = m["sft"], m["aligned"]
-        dse = m.get("delta", {}).get("aligned", {}).get("pass@1_stderr_paired")
+        delta = m.get("delta", {}).get("aligned", {})
+        dse = delta.get("pass@1_stderr_paired")
         if dse is None and paired is not None:
             dse = paired(rev)
         d = f"{a['pass@1'] - s['pass@1']:+.3f}" + (f" ± {dse:.3f}" if dse is not None else "")
         lines.append(f"| {name} | {changed} | {s['pass@1']:.3f} ± {s['pass@1_stderr']:.3f} | "
                      f"{a['pass@1']:.3f} ± {a['pass@1_stderr']:.3f} | {d} | "
-                     + " | ".join(f"{a[c]:.3f}" for c in COLUMNS[1:]) + " |")
+                     + " | ".join(f"{a[c]:.3f}" if isinstance(a.get(c), (int, float)) else "–" for c in COLUMNS[1:])
+                     + " | " + " | ".join(_delta(s, a, delta, key) for key, _ in DELTAS) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,9 +1,13 @@
-"""The composite reward for code completions: syntax validity, execution (fraction of asserts passed
-in the sandbox), semantic similarity to the reference and the reward model's preference score.
+"""The composite reward for code completions: syntax validity, execution (1 when every assert passes
+in the sandbox, or the fraction passed), semantic similarity to the reference and the reward model's
+preference score.
 
 Contract (as TRL's GRPO reward functions): `reward(prompts, completions, **task_columns) -> list[float]`,
-where task_columns hold `test`, `entry_point` and `canonical_solution` per completion. Pure Python:
-the reward model is injected as a scorer callable, so this module never imports torch.
+where task_columns hold `test`, `entry_point` and `canonical_solution` per completion. A prompt without
+a reference (canonical_solution "", the `rl` split) has no semantic score: the semantic function returns
+None for it, which TRL's GRPO leaves out of its weighted sum (nansum); `__call__` (PPO) scales the other
+weights up so that the row's total weight is unchanged. Pure Python: the reward model is injected as a
+scorer callable, so this module never imports torch.
 """
 from __future__ import annotations
 
@@ -25,11 +29,14 @@ CREDITED = ("passed", "failed", "runtime_error")
 
 @dataclasses.dataclass
 class CompositeParams:
-    """Weights of the components (0 = not computed) and how the semantic one is measured."""
+    """Weights of the components (0 = not computed), how execution is credited and how the semantic
+    one is measured."""
     syntax: float = bounded(0)
     execution: float = bounded(0)
     semantic: float = bounded(0)
     preference: float = bounded(0)
+    # binary: 1 iff the program passed every assert; fraction: the share of asserts passed
+    execution_credit: Literal["binary", "fraction"]
     semantic_metric: Literal["codebleu", "bertscore"]
     codebleu_weights: Optional[list[float]]   # ngram, weighted ngram, syntax, dataflow; null = evaluate's
     bertscore_model: str            # `minilm` = the packaged all-MiniLM-L6-v2; or a hub id / folder
@@ -40,7 +47,8 @@ class CompositeParams:
 class CompositeReward:
     """Weighted sum of the components; a component whose weight is 0 is never computed.
 
-    `last` holds the per-component values of the latest call (for per-step logging).
+    `last` holds, per component, the values of the latest call (for per-step logging); a row without
+    a value (semantic, no reference) is left out of its list.
     """
 
     def __init__(self, params: CompositeParams, sandbox: SandboxParams,
@@ -62,17 +70,28 @@ class CompositeReward:
 
     def execution(self, prompts, completions, test, entry_point, **_) -> list[float]:
         jobs = [Job(p, c, t, e) for p, c, t, e in zip(prompts, completions, test, entry_point)]
-        return [r.score if r.status in CREDITED else 0.0 for r in execute(jobs, self.sandbox)]
+        results = execute(jobs, self.sandbox)
+        if self.p.execution_credit == "binary":
+            return [float(r.status == "passed") for r in results]
+        return [r.score if r.status in CREDITED else 0.0 for r in results]
 
-    def semantic(self, prompts, completions, canonical_solution, **_) -> list[float]:
-        cands, refs = [body(c) for c in completions], [body(r) for r in canonical_solution]
+    def semantic(self, prompts, completions, canonical_solution, **_) -> list[float | None]:
+        """Similarity of each body to its reference's; None where the task has no reference."""
+        out: list[float | None] = [None] * len(completions)
+        keep = [i for i, r in enumerate(canonical_solution) if r.strip()]
+        cands = [body(completions[i]) for i in keep]
+        refs = [body(canonical_solution[i]) for i in keep]
         if self.p.semantic_metric == "bertscore":
             from src.metrics.text import bertscore_per_sample
-            return list(bertscore_per_sample(cands, refs, self.p.bertscore_model, self.p.bertscore_layers,
-                                             self.p.bertscore_batch_size, self.device))
-        from src.metrics.text import codebleu
-        weights = tuple(self.p.codebleu_weights)
-        return [codebleu([c], [r], weights) if c.strip() else 0.0 for c, r in zip(cands, refs)]
+            scores = bertscore_per_sample(cands, refs, self.p.bertscore_model, self.p.bertscore_layers,
+                                          self.p.bertscore_batch_size, self.device) if keep else []
+        else:
+            from src.metrics.text import codebleu
+            weights = tuple(self.p.codebleu_weights)
+            scores = [codebleu([c], [r], weights) if c.strip() else 0.0 for c, r in zip(cands, refs)]
+        for i, s in zip(keep, scores):
+            out[i] = s
+        return out
 
     def preference(self, prompts, completions, **_) -> list[float]:
         # the reward model's logit squashed to (0, 1), the scale of the other components
@@ -84,10 +103,16 @@ class CompositeReward:
         return {c: getattr(self, c)(list(prompts), completions, **cols) for c in COMPONENTS if self.w[c]}
 
     def __call__(self, prompts, completions, **cols) -> list[float]:
-        self.last = self.components(prompts, completions, **cols)
-        total = [0.0] * len(completions)
-        for name, values in self.last.items():
-            total = [t + self.w[name] * v for t, v in zip(total, values)]
+        """The weighted sum per row; where a component has no value (None), the others' weights are
+        scaled up to the same total weight. A row with no value at all scores 0.0."""
+        parts = self.components(prompts, completions, **cols)
+        self.last = {name: [v for v in values if v is not None] for name, values in parts.items()}
+        full = sum(self.w[name] for name in parts)
+        total = []
+        for i in range(len(completions)):
+            scored = [(self.w[name], values[i]) for name, values in parts.items() if values[i] is not None]
+            weight = sum(w for w, _ in scored)
+            total.append(sum(w * v for w, v in scored) * full / weight if weight else 0.0)
         return total
 
     def trl_reward_funcs(self) -> tuple[list[Callable], list[float]]:

@@ -6,7 +6,7 @@ import pytest
 from src.metrics.passk import paired_stderr, pass_at_1_stderr, pass_at_k, pass_at_k_table
 from src.metrics.quality import (cyclomatic_complexity, quality_summary, style_warnings_per_100_lines,
                                  syntax_valid)
-from src.metrics.text import bleu, code_tokenize, codebleu, codebleu_components, rouge_l
+from src.metrics.text import bleu, code_tokenize, codebleu, codebleu_components, has_dataflow, rouge_l
 
 # ---------------------------------------------------------------- pass@k
 
@@ -72,6 +72,25 @@ def test_policy_delta_pairs_the_stderr_by_task():
     # sampled: both tasks gain 0.5, so no spread; greedy: differences 0 and 1 -> std 1/sqrt(2), over sqrt(2)
     assert d == {"pass@1": 0.5, "pass@1_greedy": 0.5, "pass@1_stderr_paired": 0.0,
                  "pass@1_greedy_stderr_paired": 0.5}
+
+
+
+def test_policy_delta_pairs_pass_at_k_and_the_low_temperature_set():
+    """pass@k and the `more` sample sets (evaluate's low temperature) get a paired stderr from their own rows."""
+    from src.metrics.passk import policy_delta
+    rows = lambda spec: [{"task_id": t, "greedy": False, "passed": p} for t, p in spec]  # noqa: E731
+    sft = rows([("x", True), ("x", False), ("y", False), ("y", False)])
+    aligned = rows([("x", True), ("x", True), ("y", True), ("y", False)])
+    low_sft = rows([("x", True), ("x", True), ("y", False), ("y", False)])
+    low_aligned = rows([("x", True), ("x", True), ("y", True), ("y", True)])
+    m = lambda p1, p2: {"pass@1": p1, "pass@2": p2, "pass@1_lowtemp": p1, "pass@2_lowtemp": p2}  # noqa: E731
+    d = policy_delta(m(0.25, 0.5), m(0.75, 1.0), sft, aligned, {"_lowtemp": (low_sft, low_aligned)})
+    # headline pass@2 per task: sft x 1, y 0; aligned x 1, y 1 -> differences 0, 1 -> stderr 0.5
+    assert d["pass@2_stderr_paired"] == 0.5 and d["pass@1_stderr_paired"] == 0.0
+    # low temperature pass@1: x 1 -> 1, y 0 -> 1: differences 0, 1 -> 0.5; pass@2 the same
+    assert d["pass@1_lowtemp_stderr_paired"] == 0.5 and d["pass@2_lowtemp_stderr_paired"] == 0.5
+    assert d["pass@1_lowtemp"] == 0.5 and d["pass@2_lowtemp"] == 0.5
+    assert "pass@1_greedy_stderr_paired" not in d   # no greedy metric, no stderr for it
 
 
 # ---------------------------------------------------------------- tokenisation
@@ -151,6 +170,41 @@ def test_codebleu_equals_calc_codebleu():
     assert set(parts) >= {"ngram_match_score", "weighted_ngram_match_score", "syntax_match_score",
                           "dataflow_match_score"}
     assert codebleu([ref], [ref]) == pytest.approx(1.0)
+
+
+def test_codebleu_scores_a_genuine_zero_data_flow_match_as_zero():
+    """codebleu 0.7.0 adds `dataflow_match_score or 1`; a reference with data flow that the
+    candidate does not match at all must add 0, not a perfect 1."""
+    from codebleu import calc_codebleu
+
+    ref, cand = "y = x + 1\nreturn y", "return 0"
+    assert has_dataflow(ref) and not has_dataflow(cand)
+    half = (0, 0, 0.5, 0.5)   # syntax and data flow only: both 0 here
+    assert calc_codebleu([ref], [cand], lang="python", weights=half)["codebleu"] == pytest.approx(0.5)  # the bug
+    assert codebleu([cand], [ref], half) == 0.0
+    # partial matches are codebleu's own: syntax 1 of 5 subtrees, data flow 1 of 4 edges
+    assert codebleu(["z = q\nreturn z"], [ref], half) == pytest.approx(0.5 * 0.2 + 0.5 * 0.25)
+    parts = codebleu_components([cand], [ref])
+    assert parts["dataflow_match_score"] == 0
+    assert parts["codebleu"] == pytest.approx(0.25 * (parts["ngram_match_score"] + parts["weighted_ngram_match_score"]
+                                                      + parts["syntax_match_score"]))
+
+
+def test_codebleu_drops_the_data_flow_part_when_the_reference_has_none():
+    """`return x + 1` has no data flow: the other three weights are scaled up to the full weight."""
+    ref = "return x + 1"
+    assert not has_dataflow(ref)
+    half = (0, 0, 0.5, 0.5)
+    assert codebleu(["return 0"], [ref], half) == 0.0            # syntax 0; codebleu 0.7.0 says 0.5
+    assert codebleu(["return x + 2"], [ref], half) == pytest.approx(1.0)   # same tree
+    assert codebleu([ref], [ref]) == pytest.approx(1.0)
+    parts = codebleu_components(["return x - 1"], [ref])
+    rest = parts["ngram_match_score"] + parts["weighted_ngram_match_score"] + parts["syntax_match_score"]
+    assert parts["codebleu"] == pytest.approx(rest / 3) and parts["codebleu"] < 0.25 * rest + 0.25
+    assert codebleu(["return 0"], [ref], (0, 0, 0, 1)) == 0.0   # nothing left to score
+    # one reference in the corpus with data flow: the corpus match is defined, and used as it is
+    both = codebleu_components(["return 0", "return 0"], [ref, "y = x + 1\nreturn y"], half)
+    assert both["dataflow_match_score"] == 0 and both["codebleu"] == pytest.approx(0.5 * both["syntax_match_score"])
 
 
 # ---------------------------------------------------------------- BERTScore (loads a model)

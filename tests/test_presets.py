@@ -24,7 +24,17 @@ def in_root(monkeypatch):
 
 
 def test_the_brief_presets_exist():
-    assert {"fast", "research", "production", "smollm2_gpu", "hub_coder"} <= set(PRESETS)
+    assert {"fast", "research", "production", "smollm2_gpu", "hub_coder", "seed_composite"} <= set(PRESETS)
+
+
+def test_seed_composite_restores_the_seeds_reward_on_prompts_with_references():
+    p = {k: v for k, (v, _) in presets.load_preset(ROOT / "presets" / "seed_composite.yaml").items()}
+    composite = {k.rsplit(".", 1)[1]: v for k, v in p.items() if k.startswith("ppo_or_dpo.composite.")}
+    assert composite == {"syntax": 0.2, "execution": 0.3, "semantic": 0.3, "preference": 0.2,
+                         "execution_credit": "fraction"}
+    assert p["ppo_or_dpo.prompts"] == "train"   # the semantic part needs references; rl prompts have none
+    default = read_params(ROOT / "params.yaml")["ppo_or_dpo"]["composite"]
+    assert (default["execution"], default["semantic"], default["execution_credit"]) == (1.0, 0.0, "binary")
 
 
 @pytest.mark.parametrize("name", PRESETS)

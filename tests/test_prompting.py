@@ -75,8 +75,8 @@ def test_baseline_evaluates_a_model_folder_as_it_is(tmp_path):
     tok = train_tokenizer(["def f(x):\n    return x + 1\n"] * 20, vocab_size=300, min_frequency=1)
     save_policy(scratch_model(tok, n_layer=1, d_model=32, n_head=2, d_ff=64, max_len=512, seed=0), tok,
                 tmp_path / "m", {})
-    sets = ["prepare.source=humaneval", "evaluate.max_tasks=3", "evaluate.n_samples=1", "evaluate.temperature=0",
-            "evaluate.greedy=false", "evaluate.max_new_tokens=8", "evaluate.ks=[1]", "base.num_threads=1"]
+    sets = ["prepare.source=humaneval", "evaluate.max_tasks=3", "evaluate.n_samples=1", "base.temperature=0",
+            "evaluate.low_temperature=null", "evaluate.greedy=false", "evaluate.max_new_tokens=8", "evaluate.ks=[1]", "base.num_threads=1"]
     ev = baseline.main(str(tmp_path / "m"), str(tmp_path / "out"), sets=sets)
     assert ev["tasks"] == 3 and 0.0 <= ev["base"]["pass@1"] <= 1.0
     rows = [json.loads(x) for x in (tmp_path / "out/samples/base.jsonl").read_text().splitlines()]

@@ -62,6 +62,27 @@ def test_summary_has_every_target_row_and_the_plots(repo, tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
+def test_summary_shows_the_low_temperature_pass_at_k_and_its_paired_delta(repo, tmp_path):
+    """evaluate's second pass@k (evaluate.low_temperature) gets rows beside the headline's, and the
+    pass@k plot a line per policy and temperature."""
+    ev = json.loads((repo / "metrics" / "eval.json").read_text())
+    ev.update(temperature=0.8, low_temperature=0.2)
+    for p, (p1, p5) in (("sft", (0.70, 0.80)), ("aligned", (0.75, 0.81))):
+        ev[p].update({"pass@1_lowtemp": p1, "pass@1_lowtemp_stderr": 0.02, "pass@5_lowtemp": p5})
+    ev["delta"]["aligned"].update({"pass@1_lowtemp": 0.05, "pass@1_lowtemp_stderr_paired": 0.01,
+                                   "pass@5_lowtemp": 0.01})
+    (repo / "metrics" / "eval.json").write_text(json.dumps(ev))
+    rows = json.loads((repo / "plots/eval/pass_at_k.json").read_text())
+    rows = [{**r, "temperature": t} for r in rows for t in (0.8, 0.2)]
+    (repo / "plots/eval/pass_at_k.json").write_text(json.dumps(rows))
+    summary = report.main(repo, tmp_path / "reports", base="no-such-rev", dvc=fake_dvc([]))
+    assert "5 samples per task at temperature 0.8 (and at 0.2: the `_lowtemp` rows)." in summary
+    assert "| pass@1_lowtemp | – | 0.7000 ± 0.0200 | 0.7500 ± 0.0200 | +0.0500 ± 0.0100 | – |" in summary
+    assert "| pass@5_lowtemp | – | 0.8000 | 0.8100 | +0.0100 | – |" in summary
+    assert set(report._by_policy(rows)) == {"sft T=0.8", "sft T=0.2", "aligned T=0.8", "aligned T=0.2"}
+    assert (tmp_path / "reports/plots/eval_pass_at_k.png").read_bytes().startswith(PNG)
+
+
 def test_png_bytes_do_not_change_between_runs(repo, tmp_path):
     a, b = tmp_path / "a" / "reward.png", tmp_path / "b" / "reward.png"
     report.plot_stage(repo / "plots" / "reward" / "plots" / "metrics", a)

@@ -34,3 +34,26 @@ def test_delta_carries_the_paired_stderr_from_metrics_or_the_lookup():
     assert "| 0.250 ± 0.020 | -0.050 ± 0.004 |" in lines[2]
     assert "| 0.420 ± 0.020 | +0.120 ± 0.012 |" in lines[3]
     assert looked_up == ["fff0000"]          # only the run whose metrics lack it
+
+
+def test_pass_at_5_and_low_temperature_deltas_with_their_paired_stderr():
+    """Δ pass@5 and the low-temperature Δ pass@1 / pass@5 (sharpening vs learning); – for runs made before."""
+    new = run("main", "grpo", 0.30, 0.40)
+    m = new["data"]["metrics"]["metrics/eval.json"]["data"]
+    m["sft"].update({"pass@5": 0.55, "pass@1_lowtemp": 0.35, "pass@5_lowtemp": 0.45})
+    m["aligned"].update({"pass@1_lowtemp": 0.45, "pass@5_lowtemp": 0.46})
+    m["delta"] = {"aligned": {"pass@1_stderr_paired": 0.004, "pass@5_stderr_paired": 0.006,
+                              "pass@1_lowtemp_stderr_paired": 0.005}}
+    old = run("old", "dpo", 0.30, 0.25)
+    old["rev"] = "fff0000"
+    lines = table([{**new, "experiments": [{"name": "old", "revs": [old]}]}]).splitlines()
+    assert lines[0].endswith("| aligned ruby | Δ pass@5 | Δ pass@1 low T | Δ pass@5 low T |")
+    assert lines[1].count("---|") == lines[0].count(" | ") + 1
+    assert lines[2].endswith("| 0.800 | -0.050 ± 0.006 | +0.100 ± 0.005 | +0.010 |")
+    assert lines[3].endswith("| 0.800 | – | – | – |")
+
+
+def test_a_run_without_pass_at_5_shows_a_dash():
+    r = run("fast", "grpo", 0.30, 0.40)
+    del r["data"]["metrics"]["metrics/eval.json"]["data"]["aligned"]["pass@5"]
+    assert "| +0.100 | – | 0.400 | 0.700 | 0.800 | – | – | – |" in table([r])

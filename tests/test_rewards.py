@@ -37,7 +37,8 @@ def sandbox(**kw) -> SandboxParams:
 
 
 def params(**w) -> CompositeParams:
-    base = dict(syntax=0.0, execution=0.0, semantic=0.0, preference=0.0, semantic_metric="codebleu",
+    base = dict(syntax=0.0, execution=0.0, semantic=0.0, preference=0.0, execution_credit="fraction",
+                semantic_metric="codebleu",
                 codebleu_weights=[0.25, 0.25, 0.25, 0.25], bertscore_model="minilm", bertscore_layers=6,
                 bertscore_batch_size=8)
     return CompositeParams(**{**base, **w})
@@ -59,6 +60,47 @@ def test_components_on_known_inputs():
     assert r.last["semantic"] == pytest.approx([1.0, ref_bleu, codebleu(["return (x +"], ["return x + 1"]), 1.0])
     sig2 = 1 / (1 + 2.718281828459045 ** -2)
     assert r.last["preference"] == pytest.approx([sig2, 0.5, sig2, sig2])
+
+
+def test_binary_credit_pays_only_a_program_that_passes_every_assert():
+    """binary: 1 iff all asserts pass; fraction: the share passed, also when the program then crashes."""
+    comps = COMPLETIONS + ["    if x < 0:\n        raise ValueError(x)\n    return x + 1\n"]  # 2 asserts, then raises
+    cols = {k: v[:1] * len(comps) for k, v in COLS.items()}
+    binary = CompositeReward(params(execution=1.0, execution_credit="binary"), sandbox())
+    fraction = CompositeReward(params(execution=1.0, execution_credit="fraction"), sandbox())
+    assert run(binary, comps, cols) == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert run(fraction, comps, cols) == pytest.approx([1.0, 2 / 3, 0.0, 1.0, 2 / 3])
+    assert binary.trl_reward_funcs()[0][0]([PROMPT] * 5, comps, **cols) == [1.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_a_task_without_reference_has_no_semantic_score_and_the_other_weights_fill_in():
+    """canonical_solution "" (the rl split): semantic None for TRL's nansum; __call__ renormalises."""
+    cols = {**COLS, "canonical_solution": ["", REF, "", REF]}
+    r = CompositeReward(params(syntax=0.2, execution=0.3, semantic=0.3), sandbox())
+    total = run(r, cols=cols)
+    sem = codebleu(["return abs(x) + 1"], ["return x + 1"])
+    assert r.last["semantic"] == pytest.approx([sem, 1.0])           # only the rows that have a value
+    syn, exe = [1.0, 1.0, 0.0, 1.0], [1.0, 2 / 3, 0.0, 1.0]
+    assert total == pytest.approx([(0.2 * syn[0] + 0.3 * exe[0]) * 0.8 / 0.5,
+                                   0.2 * syn[1] + 0.3 * exe[1] + 0.3 * sem,
+                                   (0.2 * syn[2] + 0.3 * exe[2]) * 0.8 / 0.5,
+                                   0.2 * syn[3] + 0.3 * exe[3] + 0.3 * 1.0])
+    funcs, _ = r.trl_reward_funcs()
+    assert funcs[2]([PROMPT] * 4, COMPLETIONS, **cols) == pytest.approx([None, sem, None, 1.0])
+    only = CompositeReward(params(semantic=1.0), sandbox())
+    assert run(only, cols=cols) == pytest.approx([0.0, sem, 0.0, 1.0])   # nothing to score: 0
+
+
+def test_bertscore_semantic_skips_tasks_without_reference(monkeypatch):
+    import src.metrics.text as text
+    seen = []
+    monkeypatch.setattr(text, "bertscore_per_sample",
+                        lambda c, r, *a: seen.append((c, r)) or [0.5] * len(c))
+    r = CompositeReward(params(semantic=1.0, semantic_metric="bertscore"), sandbox())
+    assert r.semantic([PROMPT] * 3, [REF] * 3, ["", REF, "  \n"]) == [None, 0.5, None]
+    assert seen == [(["return x + 1"], ["return x + 1"])]
+    seen.clear()
+    assert r.semantic([PROMPT], [REF], [""]) == [None] and seen == []   # no model call at all
 
 
 def test_total_is_the_weighted_sum():

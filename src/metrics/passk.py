@@ -8,6 +8,7 @@ binomials is computed as the product prod_{i=n-c+1}^{n} (1 - k/i), which never f
 from __future__ import annotations
 
 import math
+import re
 from typing import Mapping, Sequence
 
 
@@ -92,13 +93,30 @@ def task_rates(rows: list[dict], greedy: bool) -> dict[str, float]:
     return {k: c / n for k, (n, c) in task_counts(rows, greedy).items()}
 
 
-def policy_delta(base: dict, other: dict, base_rows: list[dict], other_rows: list[dict]) -> dict:
-    """other - base per metric, and for pass@1 (sampled and greedy) the standard error of that
-    difference over the same tasks (`*_stderr_paired`): far smaller than either policy's own."""
+def task_pass_at_k(rows: list[dict], greedy: bool, k: int) -> dict[str, float]:
+    """Per task, pass@k of its sampled (or greedy) programs (task_rates for k = 1, exactly c / n)."""
+    if k == 1:
+        return task_rates(rows, greedy)
+    return {t: pass_at_k(n, c, k) for t, (n, c) in task_counts(rows, greedy).items()}
+
+
+def policy_delta(base: dict, other: dict, base_rows: list[dict], other_rows: list[dict],
+                 more: Mapping[str, tuple[list[dict], list[dict]]] | None = None) -> dict:
+    """other - base per metric, and for each pass@k (sampled, and greedy pass@1) the standard error of
+    that difference over the same tasks (`*_stderr_paired`): far smaller than either policy's own.
+
+    Args:
+        more: further sample sets by metric-key suffix, {suffix: (base rows, other rows)}; their
+            `pass@<k><suffix>` get a paired standard error from those rows.
+    """
     d = {k: round(v - base[k], 4) for k, v in other.items()
          if isinstance(v, float) and isinstance(base.get(k), float) and not k.endswith("_stderr")}
-    for key, greedy in (("pass@1", False), ("pass@1_greedy", True)):
-        if key in d:
-            se = paired_stderr(task_rates(base_rows, greedy), task_rates(other_rows, greedy))
-            d[f"{key}_stderr_paired"] = round(se, 4)
+    sets = [("", False, base_rows, other_rows), ("_greedy", True, base_rows, other_rows)]
+    sets += [(suffix, False, b, o) for suffix, (b, o) in (more or {}).items()]
+    for suffix, greedy, b, o in sets:
+        for key in list(d):
+            if m := re.fullmatch(rf"pass@(\d+){re.escape(suffix)}", key):
+                k = int(m[1])
+                se = paired_stderr(task_pass_at_k(b, greedy, k), task_pass_at_k(o, greedy, k))
+                d[f"{key}_stderr_paired"] = round(se, 4)
     return d

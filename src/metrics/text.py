@@ -132,22 +132,59 @@ Weights = tuple[float, float, float, float]
 
 def codebleu_components(cands: Sequence[str], refs: Sequence[str],
                         weights: Weights = (0.25, 0.25, 0.25, 0.25)) -> dict[str, float]:
-    """CodeBLEU and its four parts, straight from `codebleu.calc_codebleu` (lang="python").
+    """Corpus CodeBLEU and its four parts, the parts from `codebleu.calc_codebleu` (lang="python").
 
     Keys: codebleu, ngram_match_score, weighted_ngram_match_score, syntax_match_score,
-    dataflow_match_score. Caveat: codebleu adds `dataflow_match_score or 1` to the total, so a
-    data-flow match of 0 (including "no data flow found") counts as a perfect 1.0 in "codebleu",
-    while "dataflow_match_score" here still reports the raw 0.
+    dataflow_match_score. codebleu 0.7.0 adds `dataflow_match_score or 1` to its total, so a
+    data-flow match of 0 counts as a perfect 1.0 whether the references had no data flow or the
+    candidates matched none of it. The total here tells the two apart:
+    - the references have data flow: the raw match is used, 0 included;
+    - none of them has any (e.g. `return x + 1`): the data-flow part is dropped and the other three
+      weights are scaled up to the same total weight (0.0 if they are all 0).
     """
     from codebleu import calc_codebleu
 
     _check_pairs(cands, refs)
-    return calc_codebleu(list(refs), list(cands), lang="python", weights=tuple(weights))
+    parts = calc_codebleu(list(refs), list(cands), lang="python", weights=tuple(weights))
+    a, b, g, t = weights
+    rest = (a * parts["ngram_match_score"] + b * parts["weighted_ngram_match_score"]
+            + g * parts["syntax_match_score"])
+    if any(has_dataflow(r) for r in refs):
+        parts["codebleu"] = rest + t * parts["dataflow_match_score"]
+    else:
+        parts["codebleu"] = rest * (a + b + g + t) / (a + b + g) if a + b + g else 0.0
+    return parts
 
 
 def codebleu(cands: Sequence[str], refs: Sequence[str], weights: Weights = (0.25, 0.25, 0.25, 0.25)) -> float:
-    """Corpus CodeBLEU in [0, 1]; see codebleu_components for the data-flow caveat."""
+    """Corpus CodeBLEU in [0, 1]; see codebleu_components for the data-flow rule."""
     return codebleu_components(cands, refs, weights)["codebleu"]
+
+
+@lru_cache(maxsize=1)
+def _dataflow_parser() -> list:
+    # what codebleu's corpus_dataflow_match builds for python: a tree-sitter parser and its DFG function
+    from codebleu.parser import DFG_python
+    from codebleu.utils import get_tree_sitter_language
+    from tree_sitter import Parser
+
+    parser = Parser()
+    parser.language = get_tree_sitter_language("python")
+    return [parser, DFG_python]
+
+
+def has_dataflow(code: str) -> bool:
+    """Whether codebleu extracts any data flow from `code` (as a reference, after its own stripping of
+    comments and docstrings): the data-flow match is only defined against such a reference."""
+    from codebleu.dataflow_match import get_data_flow
+    from codebleu.parser import remove_comments_and_docstrings
+
+    code = code.strip()  # calc_codebleu strips every reference
+    try:
+        code = remove_comments_and_docstrings(code, "python")
+    except Exception:  # noqa: BLE001 - codebleu scores the code as it is then, and so does this
+        pass
+    return bool(get_data_flow(code, _dataflow_parser()))
 
 
 def _resolve_model(model: str) -> str:
