@@ -2,6 +2,8 @@
 aligned policy against SFT on pass@k and the text metrics, as Markdown. Δ pass@1 carries its paired
 standard error (both policies on the same tasks), and so do the Δ pass@5 at the headline and at
 evaluate's low temperature ("low T"): pass@1 up with pass@5 flat is sharpening, both up is learning.
+Each row states its compute (optimizer steps / completions learned from) and, when the table holds an
+`sft_more` run, its aligned pass@1 against that equal-compute control, paired over tasks.
 
     python -m src.results [dvc exp show options, e.g. --rev <commit>] > RESULTS.md
 """
@@ -12,6 +14,7 @@ import subprocess
 import sys
 
 COLUMNS = ("pass@1", "pass@5", "pass@1_greedy", "codebleu", "ruby")
+CONTROL = "sft_more"   # ppo_or_dpo.method of the equal-compute control
 DELTAS = (("pass@5", "Δ pass@5"), ("pass@1_lowtemp", "Δ pass@1 low T"), ("pass@5_lowtemp", "Δ pass@5 low T"))
 
 
@@ -35,7 +38,61 @@ def rows(exps: list[dict]) -> list[tuple[str, str, dict, dict]]:
         for name, rev, data in runs:
             params = flat(data["params"]["params.yaml"]["data"])
             metrics = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {})
-            out.append((name, rev, params, metrics))
+            method = data.get("metrics", {}).get("metrics/ppo_or_dpo.json", {}).get("data", {})
+            out.append((name, rev, params, {**metrics, "ppo_or_dpo": method}))
+    return out
+
+
+def compute(params: dict, m: dict) -> str:
+    """A method's compute from its params and metrics: optimizer steps / completions it learned from
+    (the reward stage's samples that rft and online_dpo reuse count: they are the same draw)."""
+    method, steps = params.get("ppo_or_dpo.method"), m.get("steps")
+    if steps is None:
+        return "–"
+    if method in ("rft", "online_dpo"):  # prompts x samples per prompt, every round (dvc exp show drops lists)
+        completions = (m.get("prompts") or 0) * params.get(f"ppo_or_dpo.{method}.samples_per_prompt", 0) \
+            * params.get(f"ppo_or_dpo.{method}.rounds", 0)
+    elif method == "grpo":
+        completions = steps * params.get("ppo_or_dpo.grpo.per_device_train_batch_size", 0)
+    elif method == "ppo":
+        completions = params.get("ppo_or_dpo.ppo.steps", 0) * params.get("ppo_or_dpo.ppo.batch_size", 0)
+    else:
+        completions = 0
+    return f"{steps} / {completions:,}"
+
+
+def aligned_rates(rev: str) -> dict[str, float] | None:
+    """Per-task pass rates of a run's aligned policy from its eval samples in the DVC cache (None: absent)."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+    from dvc_data.index.index import DataIndexError
+
+    from src.metrics.passk import task_rates
+    try:
+        return task_rates([json.loads(x) for x in dvc.api.read("data/eval/aligned.jsonl", rev=rev).splitlines()],
+                          greedy=False)
+    except (OSError, DvcException, DataIndexError):
+        return None
+
+
+def versus_control(runs: list, rates) -> dict[str, str]:
+    """Per run name, aligned pass@1 minus the control's (the first `sft_more` run), paired over tasks
+    from `rates(rev)` (per-task pass rates; the ± is left out when they are not available)."""
+    from src.metrics.passk import paired_stderr
+    ctrl = next((r for r in runs if r[2].get("ppo_or_dpo.method") == CONTROL and "aligned" in r[3]), None)
+    if ctrl is None:
+        return {}
+    c_rates = rates(ctrl[1]) if rates else None
+    out = {}
+    for name, rev, _, m in runs:
+        if "aligned" not in m:
+            continue
+        if rev == ctrl[1]:
+            out[name] = "(control)"
+            continue
+        d = f"{m['aligned']['pass@1'] - ctrl[3]['aligned']['pass@1']:+.3f}"
+        a_rates = rates(rev) if rates and c_rates else None
+        out[name] = d + (f" ± {paired_stderr(c_rates, a_rates):.3f}" if a_rates else "")
     return out
 
 
@@ -63,12 +120,15 @@ def _delta(s: dict, a: dict, delta: dict, key: str) -> str:
     return f"{a[key] - s[key]:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
 
-def table(exps: list[dict], paired=None) -> str:
-    """The Markdown table; `paired(rev)` supplies Δ's paired stderr where the metrics lack it."""
+def table(exps: list[dict], paired=None, rates=None) -> str:
+    """The Markdown table; `paired(rev)` supplies Δ's paired stderr where the metrics lack it, `rates(rev)`
+    the aligned policy's per-task pass rates for the paired Δ against the control."""
     runs = rows(exps)
     base = runs[0][2]
-    width = 5 + len(COLUMNS) - 1 + len(DELTAS)
-    lines = ["| experiment | changed params | SFT pass@1 | aligned pass@1 | Δ pass@1 | "
+    vs = versus_control(runs, rates)
+    width = 7 + len(COLUMNS) - 1 + len(DELTAS)
+    lines = ["| experiment | changed params | steps / completions | SFT pass@1 | aligned pass@1 | Δ pass@1 | "
+             "Δ vs control | "
              + " | ".join(f"aligned {c}" for c in COLUMNS[1:]) + " | "
              + " | ".join(title for _, title in DELTAS) + " |",
              "|" + "---|" * width]
@@ -84,8 +144,9 @@ def table(exps: list[dict], paired=None) -> str:
         if dse is None and paired is not None:
             dse = paired(rev)
         d = f"{a['pass@1'] - s['pass@1']:+.3f}" + (f" ± {dse:.3f}" if dse is not None else "")
-        lines.append(f"| {name} | {changed} | {s['pass@1']:.3f} ± {s['pass@1_stderr']:.3f} | "
-                     f"{a['pass@1']:.3f} ± {a['pass@1_stderr']:.3f} | {d} | "
+        lines.append(f"| {name} | {changed} | {compute(params, m['ppo_or_dpo'])} | "
+                     f"{s['pass@1']:.3f} ± {s['pass@1_stderr']:.3f} | "
+                     f"{a['pass@1']:.3f} ± {a['pass@1_stderr']:.3f} | {d} | {vs.get(name, '–')} | "
                      + " | ".join(f"{a[c]:.3f}" if isinstance(a.get(c), (int, float)) else "–" for c in COLUMNS[1:])
                      + " | " + " | ".join(_delta(s, a, delta, key) for key, _ in DELTAS) + " |")
     return "\n".join(lines) + "\n"
@@ -94,7 +155,7 @@ def table(exps: list[dict], paired=None) -> str:
 def main() -> None:
     out = subprocess.run(["dvc", "exp", "show", "--json", *sys.argv[1:]], capture_output=True, text=True,
                          check=True).stdout
-    sys.stdout.write(table(json.loads(out), paired=paired_from_samples))
+    sys.stdout.write(table(json.loads(out), paired=paired_from_samples, rates=aligned_rates))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ def test_table_lists_baseline_and_experiments_with_changed_params():
     out = table([{"rev": "workspace", "data": {}}, {**base, "experiments": [{"name": "grpo", "revs": [exp]}]}])
     lines = out.splitlines()
     assert len(lines) == 4
-    assert lines[2].startswith("| main | (default) | 0.300 ± 0.010 | 0.250 ± 0.020 | -0.050 |")
-    assert lines[3].startswith("| grpo | `ppo_or_dpo.method=grpo` | 0.300 ± 0.010 | 0.420 ± 0.020 | +0.120 |")
+    assert lines[2].startswith("| main | (default) | – | 0.300 ± 0.010 | 0.250 ± 0.020 | -0.050 | – |")
+    assert lines[3].startswith("| grpo | `ppo_or_dpo.method=grpo` | – | 0.300 ± 0.010 | 0.420 ± 0.020 | +0.120 | – |")
 
 
 def test_delta_carries_the_paired_stderr_from_metrics_or_the_lookup():
@@ -56,4 +56,26 @@ def test_pass_at_5_and_low_temperature_deltas_with_their_paired_stderr():
 def test_a_run_without_pass_at_5_shows_a_dash():
     r = run("fast", "grpo", 0.30, 0.40)
     del r["data"]["metrics"]["metrics/eval.json"]["data"]["aligned"]["pass@5"]
-    assert "| +0.100 | – | 0.400 | 0.700 | 0.800 | – | – | – |" in table([r])
+    assert "| +0.100 | – | – | 0.400 | 0.700 | 0.800 | – | – | – |" in table([r])
+
+
+def test_each_method_against_the_control_paired_over_tasks_with_its_compute():
+    """Δ vs control: aligned pass@1 minus the sft_more run's, its stderr from the per-task differences."""
+    main = run("main", "rft", 0.30, 0.50)
+    main["data"]["params"]["params.yaml"]["data"]["ppo_or_dpo"]["rft"] = {"samples_per_prompt": 4, "rounds": 2}
+    main["data"]["metrics"]["metrics/ppo_or_dpo.json"] = {"data": {"steps": 600, "prompts": 3000}}
+    ctrl = run("ctrl", "sft_more", 0.30, 0.40)
+    ctrl["rev"] = "c0ffee0"
+    ctrl["data"]["metrics"]["metrics/ppo_or_dpo.json"] = {"data": {"steps": 600}}
+    grpo = run("grpo", "grpo", 0.30, 0.45)
+    grpo["rev"] = "9999999"
+    grpo["data"]["params"]["params.yaml"]["data"]["ppo_or_dpo"]["grpo"] = {"per_device_train_batch_size": 16}
+    grpo["data"]["metrics"]["metrics/ppo_or_dpo.json"] = {"data": {"steps": 600}}
+    per_task = {"abc1234def": {"t1": 1.0, "t2": 0.0, "t3": 0.5}, "c0ffee0": {"t1": 0.0, "t2": 0.0, "t3": 0.5},
+                "9999999": {"t1": 1.0, "t2": 1.0, "t3": 0.5}}
+    lines = table([{**main, "experiments": [{"name": "ctrl", "revs": [ctrl]}, {"name": "grpo", "revs": [grpo]}]}],
+                  rates=per_task.get).splitlines()
+    # differences against the control: main (1, 0, 0) -> stderr sqrt(1/3)/sqrt(3) = 0.333; grpo (1, 1, 0) -> 0.333
+    assert "| main | (default) | 600 / 24,000 | 0.300 ± 0.010 | 0.500 ± 0.020 | +0.200 | +0.100 ± 0.333 |" in lines[2]
+    assert "| ctrl | `ppo_or_dpo.method=sft_more` | 600 / 0 |" in lines[3] and "| (control) |" in lines[3]
+    assert "| grpo | `ppo_or_dpo.method=grpo` | 600 / 9,600 |" in lines[4] and "| +0.050 ± 0.333 |" in lines[4]
