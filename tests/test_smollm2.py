@@ -25,7 +25,7 @@ def test_smollm2_mbpp_to_humaneval(tmp_path):
                                            "logging_steps": 1, "learning_rate": 0.0001}},
         "reward": {"max_tasks": 4, "samples_per_task": 2, "max_new_tokens": 48, "gen_batch_size": 8,
                    "epochs": 1, "batch_size": 2, "max_length": 384},
-        "ppo_or_dpo": {"method": "dpo", "dpo_pairs": "all",
+        "ppo_or_dpo": {"method": "dpo", "dpo_pairs": "all", "dpo_require_pass": False,   # 2 samples: rarely a pass
                        "dpo": {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 448,
                                "logging_steps": 1}},
         "evaluate": {"max_tasks": 3, "n_samples": 2, "max_new_tokens": 64, "ks": [1, 2], "batch_size": 6},
