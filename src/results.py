@@ -61,18 +61,22 @@ def compute(params: dict, m: dict) -> str:
     return f"{steps} / {completions:,}"
 
 
-def aligned_rates(rev: str) -> dict[str, float] | None:
-    """Per-task pass rates of a run's aligned policy from its eval samples in the DVC cache (None: absent)."""
+def run_rates(rev: str, policy: str) -> dict[str, float] | None:
+    """Per-task pass rates of one policy of a run, from its eval samples in the DVC cache (None: absent)."""
     import dvc.api
     from dvc.exceptions import DvcException
     from dvc_data.index.index import DataIndexError
 
     from src.metrics.passk import task_rates
     try:
-        return task_rates([json.loads(x) for x in dvc.api.read("data/eval/aligned.jsonl", rev=rev).splitlines()],
+        return task_rates([json.loads(x) for x in dvc.api.read(f"data/eval/{policy}.jsonl", rev=rev).splitlines()],
                           greedy=False)
-    except (OSError, DvcException, DataIndexError):
+    except (OSError, DvcException, DataIndexError):  # samples (or the rev) not in this cache
         return None
+
+
+def aligned_rates(rev: str) -> dict[str, float] | None:
+    return run_rates(rev, "aligned")
 
 
 def versus_control(runs: list, rates) -> dict[str, str]:
@@ -99,17 +103,9 @@ def versus_control(runs: list, rates) -> dict[str, str]:
 def paired_from_samples(rev: str) -> float | None:
     """The paired stderr of Δ pass@1 from a run's eval samples in the DVC cache, for runs made before
     evaluate wrote it; None when the samples are not in the cache."""
-    import dvc.api
-    from dvc.exceptions import DvcException
-    from dvc_data.index.index import DataIndexError
-
-    from src.metrics.passk import paired_stderr, task_rates
-    try:
-        rates = {p: task_rates([json.loads(x) for x in dvc.api.read(f"data/eval/{p}.jsonl", rev=rev).splitlines()],
-                               greedy=False) for p in ("sft", "aligned")}
-    except (OSError, DvcException, DataIndexError):  # samples (or the rev) not in this cache
-        return None
-    return paired_stderr(rates["sft"], rates["aligned"])
+    from src.metrics.passk import paired_stderr
+    sft, aligned = run_rates(rev, "sft"), run_rates(rev, "aligned")
+    return paired_stderr(sft, aligned) if sft is not None and aligned is not None else None
 
 
 def _delta(s: dict, a: dict, delta: dict, key: str) -> str:
