@@ -1,17 +1,20 @@
-"""Sampling rate of src.generation.generate against plain `model.generate` and against the old stop rule
-(every row's whole text decoded at every step), and against the machine's matmul rate at the model's shapes.
+"""Sampling rate of src.generation.generate (our decoding loop: finished rows leave the batch) against
+`model.generate` with the same stop rule as a stopping criterion (the project's previous sampler) and
+plain `model.generate` (no stop rule), on the same prompts, batches and seeds; and against the machine's
+matmul rate at the model's shapes.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_generation [--tasks 256] [--model models/sft]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_generation [--tasks 512] [--model models/sft]
 
 The model is the default shape of params.yaml (sft: layers, width, heads, vocabulary), randomly
-initialised with a byte-level BPE trained on the tasks (or --model, e.g. the pipeline's models/sft);
-prompts are synthetic tasks (src.tasks.synthetic), sampled as the reward stage does (reward:
-temperature, top_p, max_new_tokens, gen_batch_size; one sample per prompt). All variants use the same
-batches and seeds; the bench asserts they give the same texts (the dynamic-cache variant is only
-compared). "tokens" are decoding positions computed (rows x new steps of each batch, the work done whether
-a row has stopped or not); the FLOP share counts the (padded) prompt positions of the prefill too. FLOP/s:
-torch.matmul at one decoding step's shapes (batch rows x d_model against each weight), 1 and 2 threads; a
-position costs about 2 x (weights of the linear layers) FLOPs, attention aside.
+initialised with a byte-level BPE trained on the tasks, or --model (a trained policy such as the
+pipeline's models/sft: it stops where a trained policy stops, which is what the loop exploits). Prompts are
+synthetic tasks (src.tasks.synthetic), sampled as the reward stage does (reward: samples_per_task, top_p,
+max_new_tokens, gen_batch_size; base.temperature), and greedily to check the outputs: greedy texts
+must be the same from our loop and from `model.generate`. Sampled texts differ (finished rows leave the
+batch, so the random draws fall differently), so for those the bench compares the mean completion length.
+"kept tokens" are the tokens of the returned completions (after the cut at the first top-level line):
+the useful output, the same measure for every variant. The FLOP share counts 2 x (linear weights) per
+kept token, prompts aside: the work a sampler cannot avoid.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import argparse  # noqa: E402
-import functools  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -68,61 +71,39 @@ def build(tasks, args):
     return model, tok
 
 
-class Counter:
-    """Wraps model.generate: decoding positions computed (rows x new steps) and the raw outputs."""
-
-    def __init__(self, model):
-        self.model, self.sample, self.tokens, self.prompt_tokens, self.outputs = model, model.generate, 0, 0, []
-
-    def __call__(self, **kw):
-        ids = self.sample(**kw)
-        self.tokens += ids.shape[0] * (ids.shape[1] - kw["input_ids"].shape[1])
-        self.prompt_tokens += kw["input_ids"].numel()
-        self.outputs.append(ids)
-        return ids
+def ours(model, tok, prompts, n, temperature, top_p, max_new_tokens, batch_size):
+    return [t for ts in generation.generate(model, tok, prompts, n, temperature, top_p, max_new_tokens,
+                                            batch_size, SEED) for t in ts]
 
 
-def ours(model, tok, prompts, r, incremental=True, cache="static"):
-    counter = Counter(model)
-    model.generate = counter
-    stopper, cache_was = generation.body_stopper, generation.CACHE
-    generation.body_stopper = functools.partial(stopper, incremental=incremental)
-    generation.CACHE = cache
-    try:
-        t0 = time.perf_counter()
-        texts = generation.generate(model, tok, prompts, 1, r["temperature"], r["top_p"], r["max_new_tokens"],
-                                    r["gen_batch_size"], SEED)
-        return [t[0] for t in texts], counter.tokens, counter.prompt_tokens, time.perf_counter() - t0
-    finally:
-        generation.body_stopper, generation.CACHE = stopper, cache_was
-        del model.generate
-
-
-def plain(model, tok, prompts, r):
-    """The same batches, seeds and sampling settings through model.generate alone (no stop rule)."""
+def hf(model, tok, prompts, n, temperature, top_p, max_new_tokens, batch_size, stop_rule=True):
+    """`model.generate` as the previous sampler ran it: requests (prompt x sample) sorted by prompt length
+    in batches of `batch_size`, each seeded by its index, a static KV cache, the stop rule as a stopping
+    criterion (or none)."""
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
-    out, tokens, prompt_tokens, bs = [None] * len(prompts), 0, 0, r["gen_batch_size"]
-    t0 = time.perf_counter()
-    for b, start in enumerate(range(0, len(order), bs)):
-        idx = order[start:start + bs]
+    requests = [i for i in order for _ in range(n if temperature else 1)]
+    out = [[] for _ in prompts]
+    for b, start in enumerate(range(0, len(requests), batch_size)):
+        idx = requests[start:start + batch_size]
         enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         torch.manual_seed(SEED + b)
-        with torch.no_grad():
-            ids = model.generate(**enc, do_sample=True, temperature=r["temperature"], top_p=r["top_p"], top_k=None,
-                                 max_new_tokens=r["max_new_tokens"], pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id, cache_implementation=generation.CACHE)
-        new = ids[:, enc.input_ids.shape[1]:]
-        tokens += new.numel()
-        prompt_tokens += enc.input_ids.numel()
-        for i, t in zip(idx, tok.batch_decode(new, skip_special_tokens=True)):
-            out[i] = generation.truncate_completion(t)
-    return out, tokens, prompt_tokens, time.perf_counter() - t0
+        sampling = (dict(do_sample=False) if temperature == 0
+                    else dict(do_sample=True, temperature=temperature, top_p=top_p))
+        stop = [generation.body_stopper(tok, enc.input_ids.shape[1])] if stop_rule else []
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id, top_k=None, stopping_criteria=stop,
+                                 cache_implementation="static", **sampling)
+        for i, t in zip(idx, tok.batch_decode(ids[:, enc.input_ids.shape[1]:], skip_special_tokens=True)):
+            out[i].append(generation.truncate_completion(t))
+    return [t for ts in out for t in ts]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=256)
     ap.add_argument("--model", default=None, help="a saved policy folder instead of a random-init default")
+    ap.add_argument("--batch-sizes", default="128,512", help="our loop's batch sizes to time (comma-separated)")
     args = ap.parse_args()
     from src.tasks.synthetic import generate as synthetic
 
@@ -130,41 +111,49 @@ def main() -> None:
     prompts = [t["prompt"] for t in tasks]
     model, tok = build(tasks, args)
     model.eval()
-    r = read_params()["reward"]
+    params = read_params()
+    r, temperature = params["reward"], params["base"]["temperature"]
+    top_p, max_new, bs, n = r["top_p"], r["max_new_tokens"], r["gen_batch_size"], r["samples_per_task"]
     cfg = model.config
     d, ff, vocab = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
     layer = [(d, d), (d, kv), (d, kv), (d, d), (d, ff), (d, ff), (ff, d)]
     shapes = layer * cfg.num_hidden_layers + [(d, vocab)]
     n_linear = sum(k * n for k, n in shapes)
+    threads = torch.get_num_threads()
     print(f"model: {cfg.num_hidden_layers} layers x {d}, d_ff {ff}, vocab {vocab}: {n_linear / 1e6:.2f}M weights "
-          f"in linear layers (~{2 * n_linear / 1e6:.1f} MFLOP a token); {len(prompts)} prompts, batch "
-          f"{r['gen_batch_size']}, max_new_tokens {r['max_new_tokens']}, cache {generation.CACHE}\n")
+          f"in linear layers (~{2 * n_linear / 1e6:.1f} MFLOP a token); {len(prompts)} prompts x {n} samples, T {temperature}, "
+          f"top_p {top_p}, max_new_tokens {max_new}; {threads} thread(s)")
+    limit = matmul_flops(bs, shapes, threads)
+    print(f"matmul at one decoding step's shapes ({bs} rows, {threads} thread(s)): {limit / 1e9:.1f} GFLOP/s\n")
+    torch.set_num_threads(threads)
 
-    flops = {t: matmul_flops(r["gen_batch_size"], shapes, t) for t in (1, 2)}
-    print(f"matmul at one step's shapes ({r['gen_batch_size']} rows): "
-          + ", ".join(f"{t} thread{'s' * (t > 1)} {f / 1e9:.1f} GFLOP/s" for t, f in flops.items()))
-    torch.set_num_threads(1)
+    ours(model, tok, prompts[:8], n, temperature, top_p, 8, 8)  # warm-up
+    greedy_ours = ours(model, tok, prompts, 1, 0.0, top_p, max_new, bs)
+    greedy_hf = hf(model, tok, prompts, 1, 0.0, top_p, max_new, bs)
+    same = sum(a == b for a, b in zip(greedy_ours, greedy_hf))
+    print(f"greedy: {same} of {len(prompts)} texts identical between our loop and model.generate + stop rule")
 
-    ours(model, tok, prompts[:8], dict(r, max_new_tokens=8))  # warm-up
-    runs = {"ours (incremental stop rule)": ours(model, tok, prompts, r),
-            "plain model.generate": plain(model, tok, prompts, r),
-            "ours with the old stop rule": ours(model, tok, prompts, r, incremental=False),
-            "ours with a dynamic cache": ours(model, tok, prompts, r, cache="dynamic")}
-    texts = [v[0] for v in runs.values()]
-    assert texts[0] == texts[1] == texts[2], "the variants sampled different texts"
+    runs = {}
+    for name, fn in [*[(f"ours, batch {b}", lambda b=b: ours(model, tok, prompts, n, temperature, top_p, max_new, b))
+                       for b in map(int, args.batch_sizes.split(","))],
+                     (f"model.generate + stop rule, batch {bs} (previous)",
+                      lambda: hf(model, tok, prompts, n, temperature, top_p, max_new, bs)),
+                     (f"plain model.generate, batch {bs}",
+                      lambda: hf(model, tok, prompts, n, temperature, top_p, max_new, bs, stop_rule=False))]:
+        t0 = time.perf_counter()
+        texts = fn()
+        sec = time.perf_counter() - t0
+        kept = sum(len(tok(t, add_special_tokens=False).input_ids) for t in texts)
+        runs[name] = (sec, kept, statistics.mean(len(t) for t in texts), len(texts))
 
-    ref = runs["plain model.generate"]
-    print("\n| variant (1 thread) | seconds | tokens/s | vs plain | prefill + decode FLOP/s, share of matmul's |")
-    print("|---|---|---|---|---|")
-    for name, (_, tokens, prompt_tokens, sec) in runs.items():
-        rate, work = tokens / sec, (tokens + prompt_tokens) * 2 * n_linear / sec
-        print(f"| {name} | {sec:.1f} | {rate:.0f} | {rate / (ref[1] / ref[3]):.2f}x | "
-              f"{work / 1e9:.1f} G, {work / flops[1]:.1%} |")
-    new, old = runs["ours (incremental stop rule)"], runs["ours with the old stop rule"]
-    print(f"\nincremental vs old stop rule: {(new[1] / new[3]) / (old[1] / old[3]):.2f}x tokens/s; "
-          f"the {len(prompts)} texts are identical across ours, plain and the old rule; dynamic cache "
-          f"{'identical too' if texts[3] == texts[0] else 'DIFFERENT'}")
+    ref = runs[f"model.generate + stop rule, batch {bs} (previous)"]
+    print("\n| sampler | seconds | samples/s | kept tokens/s | vs previous | mean chars | FLOP/s on kept tokens, share of matmul's |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (sec, kept, chars, count) in runs.items():
+        work = kept * 2 * n_linear / sec
+        print(f"| {name} | {sec:.1f} | {count / sec:.0f} | {kept / sec:.0f} | {ref[0] / sec:.2f}x | "
+              f"{chars:.0f} | {work / 1e9:.2f} G, {work / limit:.1%} |")
 
 
 if __name__ == "__main__":

@@ -115,21 +115,91 @@ def test_clean_up_spaces_keeps_the_reference():
     assert type(body_stopper(t, 3)).__name__ == "BodyEnded"
 
 
-def test_generate_gives_the_same_texts_with_either_stopper(tok, monkeypatch):
+def tiny_model(tok):
     from src.models import scratch_model
-    model = scratch_model(tok, n_layer=1, d_model=32, n_head=2, d_ff=64, max_len=128, seed=0)
-    prompts = [PROMPT, "def f():\n", "x = 1\n" * 3, "def g(a):\n    "]
+    return scratch_model(tok, n_layer=1, d_model=32, n_head=2, d_ff=64, max_len=128, seed=0)
+
+
+PROMPTS = [PROMPT, "def f():\n", "x = 1\n" * 3, "def g(a):\n    "]
+
+
+def hf_generate(model, tok, prompts, temperature, max_new_tokens):
+    """`model.generate` with the reference stop rule, one prompt at a time (no padding)."""
+    out = []
+    for p in prompts:
+        enc = tok([p], return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                 stopping_criteria=[body_stopper(tok, enc.input_ids.shape[1], incremental=False)])
+        out.append(generation.truncate_completion(tok.decode(ids[0, enc.input_ids.shape[1]:],
+                                                             skip_special_tokens=True)))
+    return out
+
+
+def test_greedy_texts_match_model_generate(tok):
+    """Our loop (left-padded batches, finished rows dropped, table stop rule) writes what `model.generate`
+    writes for each prompt alone with the whole-text stop rule: same positions, cache and stops."""
+    model = tiny_model(tok)
+    ours = generation.generate(model, tok, PROMPTS * 2, 1, 0.0, 1.0, 40, 3, seed=0)
+    assert [o[0] for o in ours] == hf_generate(model, tok, PROMPTS * 2, 0.0, 40)
+
+
+def test_sampling_is_seeded_stops_rows_and_drops_them(tok, monkeypatch):
+    model = tiny_model(tok)
     args = dict(n=6, temperature=1.5, top_p=1.0, max_new_tokens=40, batch_size=8)
-    ids = []  # what model.generate returned: the same stop steps give the same ids, pads included
-    sample = model.generate
-    monkeypatch.setattr(model, "generate", lambda **kw: ids.append(sample(**kw)) or ids[-1])
-    new = [generation.generate(model, tok, prompts, seed=s, **args) for s in (0, 1)]
-    new_ids, ids = ids, []
-    monkeypatch.setattr(generation, "body_stopper", functools.partial(body_stopper, incremental=False))
-    old = [generation.generate(model, tok, prompts, seed=s, **args) for s in (0, 1)]
-    assert new == old
-    assert len(new_ids) == len(ids) and all(torch.equal(a, b) for a, b in zip(new_ids, ids))
-    rows = [r for a in ids for r in a.tolist()]
-    assert sum(tok.pad_token_id in r and tok.eos_token_id not in r for r in rows)  # the rule did stop rows
-    texts = [t for run in new for ts in run for t in ts]
+    batches = []  # rows fed to the model at each decoding step
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **kw: batches.append(kw["input_ids"].shape) or forward(*a, **kw))
+    runs = [generation.generate(model, tok, PROMPTS, seed=s, **args) for s in (0, 0, 1)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    texts = [t for ts in runs[0] for t in ts]
     assert len(set(texts)) > len(texts) // 2  # real samples, not one repeated string
+    assert any(generation._TOP_LEVEL.search(t) is None and t.endswith("\n") for t in texts)  # cut at a stop
+    rows = [s[0] for s in batches if s[1] == 1]  # decoding steps (the prefill has the prompt's length)
+    assert max(rows) <= 8 and min(rows) < max(rows)  # finished rows left the batch
+
+
+def test_whole_text_rule_for_tokenizers_that_rewrite_text():
+    """A tokenizer with space clean-up gets no table: every row's whole text is decoded at every step,
+    and the texts are `model.generate`'s with the reference rule."""
+    t = tokenizer(False)
+    t.padding_side = "left"
+    t.clean_up_tokenization_spaces = True
+    assert generation.stop_table(t) is None
+    model = tiny_model(t)
+    ours = generation.generate(model, t, PROMPTS, 1, 0.0, 1.0, 30, 4, seed=0)
+    assert [o[0] for o in ours] == hf_generate(model, t, PROMPTS, 0.0, 30)
+
+
+def test_pick_samples_the_nucleus_at_the_temperature():
+    torch.manual_seed(0)
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]])).repeat(20000, 1)
+    assert torch.equal(generation.pick(logits, 0.0, 1.0), torch.zeros(20000, dtype=torch.long))
+    assert set(generation.pick(logits, 1.0, 0.5).tolist()) == {0}  # 0.6 alone reaches top_p 0.5
+    draws = generation.pick(logits, 1.0, 0.8)  # {0, 1}: 0.6 + 0.3 reaches 0.8; renormalised 2:1
+    assert set(draws.tolist()) == {0, 1} and abs((draws == 0).float().mean().item() - 2 / 3) < 0.02
+    draws = generation.pick(logits, 2.0, 1.0)  # T 2: probabilities as sqrt(p), renormalised
+    want = torch.tensor([0.6, 0.3, 0.1]).sqrt()
+    freq = torch.bincount(draws, minlength=3).float() / len(draws)
+    assert torch.allclose(freq, want / want.sum(), atol=0.02)
+
+
+def test_pick_finds_the_nucleus_beyond_the_candidates():
+    """Candidates first, the whole vocabulary when the nucleus reaches past them: the same rule."""
+    torch.manual_seed(0)
+    peaked = torch.cat([torch.tensor([4.0, 3.0, 2.0]), torch.full((197,), -4.0)])  # top 3 hold ~0.96
+    p = peaked.softmax(-1)
+    keep = (p.sort().values.cumsum(-1) > 0.05).sum().item()  # the tokens the top-p 0.95 rule keeps
+    draws = generation.pick(peaked.repeat(20000, 1), 1.0, 0.95, candidates=8)
+    assert set(draws.tolist()) == set(range(keep))
+    freq = torch.bincount(draws, minlength=keep).float()[:keep] / len(draws)
+    assert torch.allclose(freq, p[:keep] / p[:keep].sum(), atol=0.02)
+    flat = torch.linspace(0, 0.5, 200)  # the nucleus holds most of the 200 tokens: beyond 8 candidates
+    q = flat.softmax(-1)
+    kept = set(q.argsort()[(q.sort().values.cumsum(-1) > 0.05)].tolist())
+    draws = generation.pick(flat.repeat(20000, 1), 1.0, 0.95, candidates=8)
+    assert set(draws.tolist()) <= kept and len(set(draws.tolist())) > 150
+    mixed = torch.stack([peaked, flat] * 5000)  # rows of both kinds in one batch
+    draws = generation.pick(mixed, 1.0, 0.95, candidates=8)
+    assert set(draws[0::2].tolist()) <= set(range(keep)) and len(set(draws[1::2].tolist())) > 150
