@@ -113,45 +113,47 @@ def body_stopper(tokenizer, prompt_len: int, incremental: bool = True):
     return BodyEndedIncremental(table) if table is not None else BodyEnded()
 
 
-def pick(logits, temperature: float, top_p: float, candidates: int = 64):
+def pick(logits, temperature: float, top_p: float, noise=None, candidates: int = 64):
     """One token per row: argmax when temperature == 0, else a draw at `temperature` from the smallest
     set of most likely tokens whose probability reaches `top_p` (nucleus sampling, the rule of
     `generate`'s top-p warper: a token goes when the tokens no likelier than it hold at most 1 - top_p).
 
-    The nucleus is looked for among each row's `candidates` most likely tokens, and the full sort runs
-    only for rows whose candidates hold less than top_p: sorting the whole vocabulary per row and step
-    was a tenth of the sampling time on the default model (more with a large vocabulary)."""
+    The draw is an exponential race, argmax of p / E over the nucleus, with `noise` E: one standard
+    exponential per row and token id (default: fresh ones). A token's chance is then exactly p, and a
+    slightly different model moves a draw only where two tokens nearly tie.
+    The nucleus is looked for among each row's `candidates` most likely tokens; the whole vocabulary is
+    sorted only for rows whose candidates hold less than top_p (sorting it for every row and step was a
+    tenth of the sampling time on the default model, more with a large vocabulary)."""
     import torch
 
     if temperature == 0:
         return logits.argmax(-1)
     probs = (logits.float() / temperature).softmax(-1)
-    k = min(candidates, probs.shape[-1]) if top_p < 1 else probs.shape[-1]
-    top, index = probs.topk(k, dim=-1)  # descending
-    if top_p < 1:
-        # mass of the tokens no likelier than each candidate: those outside the candidates, plus the
-        # candidates from the least likely up to it
-        below = (1 - top.sum(-1, keepdim=True)) + top.flip(-1).cumsum(-1).flip(-1)
-        drop = below <= 1 - top_p
-        drop[:, 0] = False  # the most likely token always stays
-        top = top.masked_fill(drop, 0.0)
-        short = ~drop[:, -1]  # the least likely candidate stays: the nucleus may reach beyond them
-        if bool(short.any()):
-            full = pick_full(probs[short], top_p)
-            out = index.gather(1, torch.multinomial(top, 1)).squeeze(1)
-            out[short] = full
-            return out
-    return index.gather(1, torch.multinomial(top, 1)).squeeze(1)
+    if noise is None:
+        noise = torch.empty_like(probs).exponential_()
+    if top_p >= 1:
+        return (probs / noise).argmax(-1)
+    top, index = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # descending
+    top, last_dropped = _nucleus(top, top_p, 1 - top.sum(-1, keepdim=True))
+    out = index.gather(1, (top / noise.gather(1, index)).argmax(-1, keepdim=True)).squeeze(1)
+    # where the least likely candidate stays, the nucleus may reach past the candidates
+    short = ~last_dropped if top.shape[-1] < probs.shape[-1] else torch.zeros_like(last_dropped)
+    if bool(short.any()):
+        ordered, order = probs[short].sort(-1, descending=True)
+        kept = _nucleus(ordered, top_p, 0.0)[0]
+        out[short] = order.gather(1, (kept / noise[short].gather(1, order)).argmax(-1, keepdim=True)).squeeze(1)
+    return out
 
 
-def pick_full(probs, top_p: float):
-    """The top-p draw over the whole vocabulary (rows whose nucleus is larger than the candidates)."""
-    import torch
-
-    ordered, index = torch.sort(probs, descending=False)
-    drop = ordered.cumsum(-1) <= 1 - top_p
-    drop[:, -1] = False
-    return index.gather(1, torch.multinomial(ordered.masked_fill(drop, 0.0), 1)).squeeze(1)
+def _nucleus(ordered, top_p: float, outside):
+    """Zero the tokens top-p drops from probabilities sorted in descending order (`outside`: the mass
+    of the tokens not listed); also whether the least likely listed token went (the nucleus ends
+    inside the list)."""
+    # mass of the tokens no likelier than each one: those not listed plus the listed from the end
+    below = outside + ordered.flip(-1).cumsum(-1).flip(-1)
+    drop = below <= 1 - top_p
+    drop[:, 0] = False  # the most likely token always stays
+    return ordered.masked_fill(drop, 0.0), drop[:, -1]
 
 
 def _buffer_cache(model, capacity: int):
@@ -197,7 +199,8 @@ def decode_batch(model, input_ids, attention_mask, max_new_tokens: int, temperat
     (its rows adjacent: prompt-major); KV-cached, the prompt computed once for its repeats. A row
     leaves the batch at EOS (kept in its ids), when `rule` (a `BodyRule`, one row per sample) or
     `text_rule` (ids so far -> ended?) says it ended, or at `max_new_tokens`. Draws use torch's global
-    RNG (seed it before)."""
+    RNG (seed it before), the same amount at every step, so which rows share the batch at a step does
+    not change a sample's draws."""
     import torch
 
     cache = _buffer_cache(model, input_ids.shape[1] + max_new_tokens)
@@ -218,7 +221,10 @@ def decode_batch(model, input_ids, attention_mask, max_new_tokens: int, temperat
     eos[[e for e in eos_ids if e is not None and e < len(eos)]] = True
     new: list[list[int]] = [[] for _ in range(rows)]
     for step in range(max_new_tokens):
-        token = pick(logits, temperature, top_p).cpu()
+        # noise for every sample of the batch, ended or not: the random stream (so each sample's draws)
+        # does not depend on which rows are still decoding
+        noise = torch.empty(rows, logits.shape[-1], device=logits.device).exponential_() if temperature else None
+        token = pick(logits, temperature, top_p, None if noise is None else noise[live.to(noise.device)]).cpu()
         for r, t, on in zip(live.tolist(), token.tolist(), running.tolist()):
             if on:
                 new[r].append(t)
