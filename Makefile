@@ -37,8 +37,11 @@ sysdeps:
 repro: venv sysdeps
 	PATH=$(abspath $(VENV))/bin:$$PATH dvc repro
 
+# Test files spread over PYTEST_WORKERS processes (pytest-xdist; a file's tests stay in one process, so
+# its module fixtures are built once): 2 fill a 2-core machine, each test process on one thread.
+PYTEST_WORKERS ?= 2
 test: venv sysdeps
-	PATH=$(abspath $(VENV))/bin:$$PATH python -m pytest -q tests
+	PATH=$(abspath $(VENV))/bin:$$PATH python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 bench: venv sysdeps
 	PATH=$(abspath $(VENV))/bin:$$PATH python bench/bench_execute.py
