@@ -3,15 +3,15 @@
 plain `model.generate` (no stop rule), on the same prompts, batches and seeds; and against the machine's
 matmul rate at the model's shapes.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_generation [--tasks 512] [--model models/sft]
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_generation [--tasks 256] [--model models/sft] [--batch-sizes 128]
 
 The model is the default shape of params.yaml (sft: layers, width, heads, vocabulary), randomly
 initialised with a byte-level BPE trained on the tasks, or --model (a trained policy such as the
 pipeline's models/sft: it stops where a trained policy stops, which is what the loop exploits). Prompts are
 synthetic tasks (src.tasks.synthetic), sampled as the reward stage does (reward: samples_per_task, top_p,
-max_new_tokens, gen_batch_size; base.temperature), and greedily to check the outputs: greedy texts
-must be the same from our loop and from `model.generate`. Sampled texts differ (finished rows leave the
-batch, so the random draws fall differently), so for those the bench compares the mean completion length.
+max_new_tokens, gen_batch_size; base.temperature), and greedily: on the same batches and seeds both greedy and sampled
+texts should be the same from our loop and from `model.generate` (its multinomial is an exponential race
+on the same random stream; the bench counts the identical ones).
 "kept tokens" are the tokens of the returned completions (after the cut at the first top-level line):
 the useful output, the same measure for every variant. The FLOP share counts 2 x (linear weights) per
 kept token, prompts aside: the work a sampler cannot avoid.
@@ -145,12 +145,16 @@ def main() -> None:
         texts = fn()
         sec = time.perf_counter() - t0
         kept = sum(len(tok(t, add_special_tokens=False).input_ids) for t in texts)
-        runs[name] = (sec, kept, statistics.mean(len(t) for t in texts), len(texts))
+        runs[name] = (sec, kept, statistics.mean(len(t) for t in texts), len(texts), texts)
 
     ref = runs[f"model.generate + stop rule, batch {bs} (previous)"]
+    same = sum(a == b for a, b in zip(runs[f"ours, batch {bs}"][4], ref[4])) if f"ours, batch {bs}" in runs else None
+    if same is not None:
+        print(f"sampled (T {temperature}): {same} of {len(ref[4])} texts identical between our loop and "
+              f"model.generate + stop rule on the same batches and seeds")
     print("\n| sampler | seconds | samples/s | kept tokens/s | vs previous | mean chars | FLOP/s on kept tokens, share of matmul's |")
     print("|---|---|---|---|---|---|---|")
-    for name, (sec, kept, chars, count) in runs.items():
+    for name, (sec, kept, chars, count, _) in runs.items():
         work = kept * 2 * n_linear / sec
         print(f"| {name} | {sec:.1f} | {count / sec:.0f} | {kept / sec:.0f} | {ref[0] / sec:.2f}x | "
               f"{chars:.0f} | {work / 1e9:.2f} G, {work / limit:.1%} |")

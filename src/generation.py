@@ -194,9 +194,9 @@ def _buffer_cache(model, capacity: int):
 
 def decode_batch(model, input_ids, attention_mask, max_new_tokens: int, temperature: float, top_p: float,
                  eos_ids: Sequence[int], rule: BodyRule | None = None, text_rule=None,
-                 repeats: int = 1) -> list[list[int]]:
+                 repeats: int | Sequence[int] = 1) -> list[list[int]]:
     """New token ids for each row of a left-padded batch of prompts, each prompt sampled `repeats` times
-    (its rows adjacent: prompt-major); KV-cached, the prompt computed once for its repeats. A row
+    (a number, or one per prompt; its rows adjacent); KV-cached, a prompt computed once for its samples. A row
     leaves the batch at EOS (kept in its ids), when `rule` (a `BodyRule`, one row per sample) or
     `text_rule` (ids so far -> ended?) says it ended, or at `max_new_tokens`. Draws use torch's global
     RNG (seed it before), the same amount at every step, so which rows share the batch at a step does
@@ -208,8 +208,10 @@ def decode_batch(model, input_ids, attention_mask, max_new_tokens: int, temperat
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                 cache=cache, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1, :]
-    if repeats > 1:  # every sample starts from its prompt's cache
-        expand = torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(repeats)
+    counts = [repeats] * input_ids.shape[0] if isinstance(repeats, int) else list(repeats)
+    if counts != [1] * input_ids.shape[0]:  # every sample starts from its prompt's cache
+        expand = torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(
+            torch.tensor(counts, device=input_ids.device))
         for layer in cache.layers:
             layer.batch_select_indices(expand)
         logits, attention_mask, positions = logits[expand], attention_mask[expand], positions[expand]
@@ -261,8 +263,10 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
     """Return n completions for each prompt (greedy when temperature == 0): function bodies, cut at the
     first top-level line, or with `body_only=False` whole answers that end at EOS or the token limit.
 
-    Requests are sorted by prompt length so batches pad little; each batch is seeded from `seed` and
-    its index, so the result does not depend on anything run before. Under several processes each
+    Requests (prompt x sample) are sorted by prompt length so batches pad little, and each prompt of a
+    batch is computed once for its samples there; each batch is seeded from `seed` and its index, so the
+    result does not depend on anything run before. Same batches, same seed: the same samples as
+    `model.generate` (its multinomial is the same exponential race on the same random stream). Under several processes each
     takes every world-th batch and the texts are gathered: the same samples as one process makes.
     """
     import torch
@@ -284,27 +288,26 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
     def whole_text_rule(ids: list[int]) -> bool:  # tokenizers that may rewrite earlier text
         return bool(_TOP_LEVEL.search(tokenizer.decode(ids, skip_special_tokens=True)))
 
-    # Batches hold whole prompts (batch_size // n of them), so each prompt is computed once for its samples.
-    per_batch = max(1, batch_size // reps)
-    batches = [order[s:s + per_batch] for s in range(0, len(order), per_batch)]
-    mine = list(range(len(batches)))[rank::world]  # this process's batches
     texts_done: list[tuple[int, str]] = []  # (position in requests, text) of this process's batches
-    bar = tqdm(total=sum(len(batches[b]) * reps for b in mine), desc="generate", disable=not progress,
-               unit="sample")
-    for b in mine:
-        idx = batches[b]
+    starts = list(range(0, len(requests), batch_size))[rank::world]  # this process's batches
+    bar = tqdm(total=sum(len(requests[s:s + batch_size]) for s in starts), desc="generate",
+               disable=not progress, unit="sample")
+    for start in starts:
+        b = start // batch_size
+        chunk = requests[start:start + batch_size]
+        idx = list(dict.fromkeys(i for i, _ in chunk))  # each prompt once, with its number of samples here
+        counts = [sum(i == j for j, _ in chunk) for i in idx]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(model.device)
         torch.manual_seed(seed + b)
-        rule = BodyRule(table, len(idx) * reps) if table is not None else None
+        rule = BodyRule(table, len(chunk)) if table is not None else None
         with torch.inference_mode():  # ~5% faster than no_grad on CPU; the ids are only decoded
             ids = decode_batch(model, enc.input_ids, enc.attention_mask, max_new_tokens, temperature, top_p,
                                eos_ids, rule=rule, text_rule=whole_text_rule if body_only and table is None else None,
-                               repeats=reps)
+                               repeats=counts)
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-        first = b * per_batch * reps
-        texts_done += [(first + k, truncate_completion(t) if body_only else t) for k, t in enumerate(texts)]
-        bar.update(len(texts))
+        texts_done += [(start + k, truncate_completion(t) if body_only else t) for k, t in enumerate(texts)]
+        bar.update(len(chunk))
     bar.close()
     out: list[list[str]] = [[] for _ in prompts]
     for (i, _), t in zip(requests, distributed.gather_indexed(texts_done, len(requests))):

@@ -145,6 +145,29 @@ def test_greedy_texts_match_model_generate(tok):
     assert [o[0] for o in ours] == hf_generate(model, tok, PROMPTS * 2, 0.0, 40)
 
 
+def test_sampled_texts_match_model_generate_on_the_same_batches(tok):
+    """Same batches of requests and seeds: the same samples as `model.generate` with the stop rule
+    (its multinomial is an exponential race on the same random stream), though our loop computes each
+    prompt once per batch and drops ended rows; batches may split a prompt's samples."""
+    model = tiny_model(tok)
+    prompts, n, bs, seed = PROMPTS, 3, 4, 7
+    ours = generation.generate(model, tok, prompts, n, 1.2, 0.9, 30, bs, seed=seed)
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    requests = [i for i in order for _ in range(n)]
+    ref = [[] for _ in prompts]
+    for b, start in enumerate(range(0, len(requests), bs)):
+        idx = requests[start:start + bs]
+        enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(seed + b)
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=30, do_sample=True, temperature=1.2, top_p=0.9, top_k=None,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                 stopping_criteria=[body_stopper(tok, enc.input_ids.shape[1], incremental=False)])
+        for i, t in zip(idx, tok.batch_decode(ids[:, enc.input_ids.shape[1]:], skip_special_tokens=True)):
+            ref[i].append(generation.truncate_completion(t))
+    assert ours == ref
+
+
 def test_sampling_is_seeded_stops_rows_and_drops_them(tok, monkeypatch):
     model = tiny_model(tok)
     args = dict(n=6, temperature=1.5, top_p=1.0, max_new_tokens=40, batch_size=24)
