@@ -58,6 +58,13 @@ def matmul_flops(rows: int, shapes: list[tuple[int, int]], threads: int, seconds
     return reps * flops / (time.perf_counter() - t0)
 
 
+def linear_shapes(cfg) -> list[tuple[int, int]]:
+    """(in, out) of every linear layer of a Llama-style decoder, in the order one forward runs them."""
+    d, ff, vocab = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+    return [(d, d), (d, kv), (d, kv), (d, d), (d, ff), (d, ff), (ff, d)] * cfg.num_hidden_layers + [(d, vocab)]
+
+
 def build(tasks, args):
     from src.models import load_policy, scratch_model, train_tokenizer
     if args.model:
@@ -116,9 +123,7 @@ def main() -> None:
     top_p, max_new, bs, n = r["top_p"], r["max_new_tokens"], r["gen_batch_size"], r["samples_per_task"]
     cfg = model.config
     d, ff, vocab = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
-    layer = [(d, d), (d, kv), (d, kv), (d, d), (d, ff), (d, ff), (ff, d)]
-    shapes = layer * cfg.num_hidden_layers + [(d, vocab)]
+    shapes = linear_shapes(cfg)
     n_linear = sum(k * n for k, n in shapes)
     threads = torch.get_num_threads()
     print(f"model: {cfg.num_hidden_layers} layers x {d}, d_ff {ff}, vocab {vocab}: {n_linear / 1e6:.2f}M weights "

@@ -38,17 +38,11 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-from bench.bench_generation import build, matmul_flops  # noqa: E402
+from bench.bench_generation import build, linear_shapes, matmul_flops  # noqa: E402
 from src import generation  # noqa: E402
 from src.params import read_params  # noqa: E402
 
 SEED = 1234
-
-
-def linear_shapes(cfg) -> list[tuple[int, int]]:
-    d, ff, vocab = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
-    return [(d, d), (d, kv), (d, kv), (d, d), (d, ff), (d, ff), (ff, d)] * cfg.num_hidden_layers + [(d, vocab)]
 
 
 def sft_rate(model, tok, tasks, batch: int, steps: int) -> tuple[float, float, int]:
