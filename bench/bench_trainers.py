@@ -248,8 +248,9 @@ def trivial_funcs(names: list[str]):
 
 
 def run_grpo(ctx, variant: str) -> dict:
-    """variant: ours (project config + dvclive + our reward funcs), raw (trivial funcs, no callbacks),
-    raw_ourfuncs (raw trainer and config with our reward funcs)."""
+    """variant: ours (project config + dvclive + our reward funcs + our rollouts when
+    ppo_or_dpo.grpo_rollouts is sampler), raw (trivial funcs, no callbacks, TRL's generate), raw_ourfuncs
+    (raw trainer and config with our reward funcs)."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -269,8 +270,13 @@ def run_grpo(ctx, variant: str) -> dict:
         cfg = trl_config(GRPOConfig, "ppo_or_dpo.grpo", values, reward_weights=w, **fixed(work, True, ctx["base"]))
         cb, live = dvclive_callback(str(tmpdir(ctx["tmp"], "plots")))
         dv = timed_dvclive(cb)
+        rollout = None
+        if ctx["raw"]["ppo_or_dpo"]["grpo_rollouts"] == "sampler":   # as src.ppo_or_dpo.grpo draws its rollouts
+            from src.ppo_or_dpo import sampler_rollout
+            rollout = sampler_rollout(tok, values["temperature"], cfg.top_p, cfg.max_completion_length,
+                                      ctx["base"].seed)
         trainer = GRPOTrainer(model=model, reward_funcs=timed, args=cfg, processing_class=tok,
-                              train_dataset=ds, callbacks=[cb])
+                              train_dataset=ds, callbacks=[cb], rollout_func=rollout)
     else:
         cfg = GRPOConfig(**values, reward_weights=w, **fixed(work, False, ctx["base"]))
         trainer = GRPOTrainer(model=model, reward_funcs=timed, args=cfg, processing_class=tok, train_dataset=ds)

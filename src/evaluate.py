@@ -1,14 +1,19 @@
-"""`evaluate` stage: sample completions for every test task from each policy, run them in the
-sandbox, score them with every metric and compare with the targets.
+"""`evaluate` stage, one per policy (`evaluate@sft`, `evaluate@aligned`): sample completions for every
+task of `evaluate.split` (test; val to choose settings) from a policy, run them in the sandbox and score
+them with every metric. `src.compare` then writes metrics/eval.json from the policies' records; a
+policy whose model and params did not change is not evaluated again (an alignment ablation re-scores
+the aligned policy only).
 
 Sampling: `evaluate.n_samples` per task at `base.temperature` (the one temperature of the rollouts: the
 headline pass@k and every text metric), the same number at `evaluate.low_temperature` (pass@k only,
 keys `pass@<k>_lowtemp`: sharpening lifts pass@1 there and leaves pass@k flat, learning lifts both) and
-one greedy decode. Per-sample rows: data/eval/<policy>.jsonl (headline and greedy) and
-data/eval/low_temperature/<policy>.jsonl.
+one greedy decode. Per policy in data/eval/: <policy>.jsonl (headline and greedy rows),
+low_temperature/<policy>.jsonl and <policy>.json (its metrics, pass@1 by group and settings).
 
+    python -m src.evaluate --params params.yaml --data data/prepared --models models --policy sft \
+        --samples data/eval                    # one policy (the DVC stage)
     python -m src.evaluate --params params.yaml --data data/prepared --models models \
-        --metrics metrics/eval.json --samples data/eval --plots plots/eval
+        --metrics metrics/eval.json --samples data/eval --plots plots/eval    # every policy, combined
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ LOW = "_lowtemp"   # metric-key suffix of the low-temperature samples: pass@1_lo
 @dataclasses.dataclass
 class EvaluateParams:
     policies: list[str]              # model folders under --models, e.g. [sft, aligned]
+    split: Literal["test", "val"]    # val: choose settings there; test: report once per setting
     max_tasks: int = bounded(0)      # 0 = every test task
     n_samples: int = bounded(1)      # sampled completions per task, at each temperature
     low_temperature: Optional[float] = bounded(0)   # a second pass@k at this temperature; null = skip
@@ -113,79 +119,130 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}, rows, by_group, low_rows
 
 
-def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, samples_dir: str,
-         plots_dir: str, timing_path: str | None = None) -> dict:
-    started = time.perf_counter()
-    raw = read_params(params_path)
-    base = parse_section(BaseParams, raw.get("base"), "base")
-    sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
-    p = parse_section(EvaluateParams, raw.get("evaluate"), "evaluate")
-
-    from src import distributed
+def _sampler(model, tok, tasks: list[dict], p: EvaluateParams, seed: int):
+    """sample(n, temperature, top_p) -> n bodies per task; chat answers turned into bodies."""
     from src.generation import generate
-    from src.metrics.passk import policy_delta
-    from src.models import load_policy
     from src.prompting import answer_to_body, chat_prompt
-    from src.training import seed_everything
-
-    seed_everything(base.seed, base.num_threads)
-    tasks = read_split(Path(data_dir) / "test.jsonl", TASK_COLUMNS)
-    if p.max_tasks:
-        tasks = tasks[:p.max_tasks]
     chat = p.prompt_format == "chat"
-    out: dict = {"targets": dict(p.targets), "met": {}, "tasks": len(tasks), "n_samples": p.n_samples,
-                 "temperature": base.temperature, "low_temperature": p.low_temperature}
-    bars, passk_rows, group_rows, sample_rows, low_rows, seconds = [], [], [], {}, {}, {}
-    for name in p.policies:
-        t0 = time.time()
-        model, tok = load_policy(str(Path(models_dir) / name))
-        model.to(distributed.device())
-        if chat and not getattr(tok, "chat_template", None):
-            raise UserError(f"params key 'evaluate.prompt_format': chat, but {Path(models_dir) / name} has no "
-                            "chat template (use completion)")
-        prompts = [chat_prompt(tok, t["prompt"], p.instruction) if chat else t["prompt"] for t in tasks]
+    prompts = [chat_prompt(tok, t["prompt"], p.instruction) if chat else t["prompt"] for t in tasks]
 
-        def sample(n: int, temperature: float, top_p: float) -> list[list[str]]:
-            out = generate(model, tok, prompts, n, temperature, top_p, p.max_new_tokens, p.batch_size,
-                           base.seed, progress=True, body_only=not chat)
-            return [[answer_to_body(a, t["entry_point"]) for a in answers] if chat else answers
-                    for t, answers in zip(tasks, out)]
-        samples = sample(p.n_samples, base.temperature, p.top_p)
-        greedy = [g[0] for g in sample(1, 0.0, 1.0)] if p.greedy else None
-        low = sample(p.n_samples, p.low_temperature, p.top_p) if p.low_temperature is not None else None
-        if not distributed.is_main():
-            continue  # processes share the generation (the slow part); the main one scores
-        t1 = time.time()
-        metrics, rows, by_group, low_rows[name] = score_policy(tasks, samples, greedy, p, sandbox,
-                                                               str(distributed.device()), low)
-        seconds[name] = {"generate_s": round(t1 - t0, 3), "score_s": round(time.time() - t1, 3)}
-        write_jsonl(Path(samples_dir) / f"{name}.jsonl", rows)
-        if low is not None:   # a folder of its own: <policy>.jsonl keeps the headline and greedy rows only
-            write_jsonl(Path(samples_dir) / "low_temperature" / f"{name}.jsonl", low_rows[name])
-        sample_rows[name] = rows
+    def sample(n: int, temperature: float, top_p: float) -> list[list[str]]:
+        out = generate(model, tok, prompts, n, temperature, top_p, p.max_new_tokens, p.batch_size,
+                       seed, progress=True, body_only=not chat)
+        return [[answer_to_body(a, t["entry_point"]) for a in answers] if chat else answers
+                for t, answers in zip(tasks, out)]
+    return sample
+
+
+def evaluate_policy(name: str, model_dir: str, tasks: list[dict], p: EvaluateParams, base: BaseParams,
+                    sandbox: SandboxParams, samples_dir: str) -> dict | None:
+    """Sample and score one policy; write its rows and its record `<samples_dir>/<name>.json` (metrics,
+    pass@1 by group, sampling settings) for `combine`. None in the processes that only helped sample."""
+    from src import distributed
+    from src.models import load_policy
+    t0 = time.time()
+    model, tok = load_policy(model_dir)
+    model.to(distributed.device())
+    if p.prompt_format == "chat" and not getattr(tok, "chat_template", None):
+        raise UserError(f"params key 'evaluate.prompt_format': chat, but {model_dir} has no "
+                        "chat template (use completion)")
+    sample = _sampler(model, tok, tasks, p, base.seed)
+    samples = sample(p.n_samples, base.temperature, p.top_p)
+    greedy = [g[0] for g in sample(1, 0.0, 1.0)] if p.greedy else None
+    low = sample(p.n_samples, p.low_temperature, p.top_p) if p.low_temperature is not None else None
+    if not distributed.is_main():
+        return None  # processes share the generation (the slow part); the main one scores
+    t1 = time.time()
+    metrics, rows, by_group, low_rows = score_policy(tasks, samples, greedy, p, sandbox,
+                                                     str(distributed.device()), low)
+    # the low-temperature rows get a folder of their own (<policy>.jsonl keeps the headline and greedy
+    # rows), written empty when there are none so that the file a DVC stage declares always exists
+    write_jsonl(Path(samples_dir) / f"{name}.jsonl", rows)
+    write_jsonl(Path(samples_dir) / "low_temperature" / f"{name}.jsonl", low_rows)
+    record = {"split": p.split, "tasks": len(tasks), "n_samples": p.n_samples, "temperature": base.temperature,
+              "low_temperature": p.low_temperature, "metrics": metrics, "by_group": by_group}
+    write_json(Path(samples_dir) / f"{name}.json", record)
+    print(f"evaluate {name}: {time.time() - t0:.0f}s " + ", ".join(
+        f"{k}={v}" for k, v in metrics.items() if not isinstance(v, dict)))
+    return {"record": record, "seconds": {"generate_s": round(t1 - t0, 3), "score_s": round(time.time() - t1, 3)}}
+
+
+def combine(p: EvaluateParams, samples_dir: str, metrics_path: str, plots_dir: str) -> dict:
+    """metrics/eval.json and the plot data from the policies' records and rows (`evaluate_policy`):
+    each policy's metrics, the targets met, and every policy's delta against `sft` with paired
+    standard errors from the per-sample rows."""
+    from src.io import read_json, read_jsonl
+    from src.metrics.passk import policy_delta
+    folder = Path(samples_dir)
+    records = {}
+    for name in p.policies:
+        path = folder / f"{name}.json"
+        if not path.exists():
+            raise UserError(f"{path}: no evaluation of policy {name!r} (evaluate it first: "
+                            f"`dvc repro evaluate@{name}`)")
+        records[name] = read_json(path)
+    first = records[p.policies[0]]
+    for name, r in records.items():   # deltas are paired: every policy on the same tasks and settings
+        if any(r.get(k) != first.get(k) for k in ("split", "tasks", "n_samples", "temperature", "low_temperature")):
+            raise UserError(f"{folder / (name + '.json')}: evaluated with other settings than "
+                            f"{folder / (p.policies[0] + '.json')} (split, tasks, samples or temperatures)")
+    out: dict = {"targets": dict(p.targets), "met": {}, "split": first.get("split", "test"),
+                 **{k: first.get(k) for k in ("tasks", "n_samples", "temperature", "low_temperature")}}
+    bars, passk_rows, group_rows = [], [], []
+    for name, r in records.items():
+        metrics = r["metrics"]
         out[name] = metrics
         out["met"][name] = {k: bool(metrics.get(k, -1) >= v) for k, v in p.targets.items()}
         bars += [{"policy": name, "metric": k, "value": metrics.get(k), "target": v} for k, v in p.targets.items()]
-        for suffix, temperature in (("", base.temperature), (LOW, p.low_temperature)):
+        for suffix, temperature in (("", r["temperature"]), (LOW, r["low_temperature"])):
             passk_rows += [{"policy": name, "temperature": temperature, "k": int(k_), "pass_at_k": v}
                            for k, v in metrics.items() for k_ in re.findall(rf"^pass@(\d+){suffix}$", k)]
-        group_rows += [{"policy": name, "group": g, "pass@1": round(v, 4)} for g, v in by_group.items()]
-        print(f"evaluate {name}: {time.time() - t0:.0f}s " + ", ".join(
-            f"{k}={v}" for k, v in metrics.items() if not isinstance(v, dict)))
-    if not distributed.is_main():
-        return {}
-    if "sft" in p.policies and len(p.policies) > 1:
-        out["delta"] = {n: policy_delta(out["sft"], out[n], sample_rows["sft"], sample_rows[n],
-                                        {LOW: (low_rows["sft"], low_rows[n])} if p.low_temperature is not None else {})
-                        for n in p.policies if n != "sft"}
+        group_rows += [{"policy": name, "group": g, "pass@1": round(v, 4)} for g, v in r["by_group"].items()]
+    if "sft" in records and len(records) > 1:
+        rows = {n: read_jsonl(folder / f"{n}.jsonl") for n in records}
+        low = ({n: read_jsonl(folder / "low_temperature" / f"{n}.jsonl") for n in records}
+               if first.get("low_temperature") is not None else None)
+        out["delta"] = {n: policy_delta(out["sft"], out[n], rows["sft"], rows[n],
+                                        {LOW: (low["sft"], low[n])} if low else {})
+                        for n in records if n != "sft"}
     write_json(metrics_path, out)
     write_json(Path(plots_dir) / "targets.json", bars)
     write_json(Path(plots_dir) / "pass_at_k.json", passk_rows)
     write_json(Path(plots_dir) / "by_group.json", group_rows)
-    per_policy = len(tasks) * (p.n_samples * (1 + (p.low_temperature is not None)) + p.greedy)  # = programs run
-    write_timing(timing_path, started, policies=seconds, completions_sampled=per_policy * len(p.policies),
-                 sandbox_programs=per_policy * len(p.policies))
     return out
+
+
+def load(params_path: str, data_dir: str):
+    """The params sections evaluate reads and the tasks of `evaluate.split` (first max_tasks)."""
+    raw = read_params(params_path)
+    base = parse_section(BaseParams, raw.get("base"), "base")
+    sandbox = parse_section(SandboxParams, raw.get("sandbox"), "sandbox")
+    p = parse_section(EvaluateParams, raw.get("evaluate"), "evaluate")
+    tasks = read_split(Path(data_dir) / f"{p.split}.jsonl", TASK_COLUMNS)
+    return base, sandbox, p, tasks[:p.max_tasks] if p.max_tasks else tasks
+
+
+def main(params_path: str, data_dir: str, models_dir: str, metrics_path: str, samples_dir: str,
+         plots_dir: str, timing_path: str | None = None, policy: str | None = None) -> dict:
+    """Evaluate every policy of `evaluate.policies` (models_dir/<name>) and combine them; with `policy`,
+    that one only (a stage per policy; `src.compare` combines them)."""
+    started = time.perf_counter()
+    base, sandbox, p, tasks = load(params_path, data_dir)
+    from src import distributed
+    from src.training import seed_everything
+    names = [policy] if policy else p.policies
+    done, seconds = {}, {}
+    for name in names:
+        seed_everything(base.seed, base.num_threads)   # each policy's draws as if it were evaluated alone
+        r = evaluate_policy(name, str(Path(models_dir) / name), tasks, p, base, sandbox, samples_dir)
+        if r is not None:
+            done[name], seconds[name] = r["record"], r["seconds"]
+    if not distributed.is_main():
+        return {}
+    per_policy = len(tasks) * (p.n_samples * (1 + (p.low_temperature is not None)) + p.greedy)  # = programs run
+    write_timing(timing_path, started, policies=seconds, completions_sampled=per_policy * len(names),
+                 sandbox_programs=per_policy * len(names))
+    return done if policy else combine(p, samples_dir, metrics_path, plots_dir)
 
 
 def cli(argv=None) -> None:
@@ -197,8 +254,10 @@ def cli(argv=None) -> None:
     ap.add_argument("--samples", default="data/eval")
     ap.add_argument("--plots", default="plots/eval")
     ap.add_argument("--timing", default=None, help="the stage's timing record (JSON)")
+    ap.add_argument("--policy", default=None,
+                    help="evaluate this policy (a folder under --models) only, and write no metrics file")
     a = ap.parse_args(argv)
-    run_cli(lambda: main(a.params, a.data, a.models, a.metrics, a.samples, a.plots, a.timing))
+    run_cli(lambda: main(a.params, a.data, a.models, a.metrics, a.samples, a.plots, a.timing, a.policy))
 
 
 if __name__ == "__main__":

@@ -78,11 +78,12 @@ class BodyRule:
         self.prev_nl = self.prev_nl[rows.cpu()]
 
 
-def body_stopper(tokenizer, prompt_len: int, incremental: bool = True):
+def body_stopper(tokenizer, prompt_len: int, incremental: bool = True, vocab_size: int = 0):
     """A `generate` stopping criterion for the same rule (PPO's rollouts use `generate`): each row stops
     at its first top-level line. `incremental=False` decodes every row's whole text at every step (the
-    reference); the default feeds `BodyRule` with the new tokens. A stopped row stays stopped, which is
-    all `generate` reads."""
+    reference); the default feeds `BodyRule` with the new tokens (pass the model's `vocab_size` when it
+    may exceed the tokenizer's: padded embedding rows can be sampled). A stopped row stays stopped, which
+    is all `generate` reads."""
     import torch
     from transformers import StoppingCriteria
 
@@ -109,7 +110,7 @@ def body_stopper(tokenizer, prompt_len: int, incremental: bool = True):
             self.seen = length
             return self.done.clone().to(input_ids.device)
 
-    table = stop_table(tokenizer) if incremental else None
+    table = stop_table(tokenizer, vocab_size) if incremental else None
     return BodyEndedIncremental(table) if table is not None else BodyEnded()
 
 

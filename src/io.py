@@ -66,6 +66,17 @@ def read_jsonl(path, fields=None) -> list[dict]:
     return list(iter_jsonl(path, fields))
 
 
+def read_json(path):
+    """A JSON file; a missing or malformed one is a UserError naming it (and the line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found (run `dvc repro` first)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False) -> None:
     """Write through a temp file in the same folder, fsync, then rename: readers never see half a file."""
     path = Path(path)

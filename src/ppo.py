@@ -232,7 +232,8 @@ def sample_responses(model, tokenizer, prompts: list[str], p: PPOParams, seed: i
         ids = model.generate(**enc, do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=None,
                              max_new_tokens=p.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.eos_token_id,
-                             stopping_criteria=[body_stopper(tokenizer, enc.input_ids.shape[1])])
+                             stopping_criteria=[body_stopper(tokenizer, enc.input_ids.shape[1],
+                                                        vocab_size=model.config.vocab_size)])
     response = ids[:, enc.input_ids.shape[1]:]
     lengths = response_lengths(tokenizer, response).to(response.device)
     mask = (torch.arange(response.shape[1], device=response.device) < lengths[:, None]).long()

@@ -29,10 +29,9 @@ from src.params import BaseParams, bounded, parse_section, read_params
 from src.rewards import CompositeParams
 from src.rollouts import SAMPLE_FIELDS, keep_passing, pass_fail_pairs, pass_rate, sample_and_execute
 from src.sandbox import SandboxParams
-from src.tasks import TASK_COLUMNS
+from src.tasks import TASK_COLUMNS, read_prompts
 
 PAIR_FIELDS = {"prompt": str, "chosen": str, "rejected": str, "source": str}
-PROMPT_SPLITS = {"rl": ["rl.jsonl"], "train": ["train.jsonl"], "both": ["train.jsonl", "rl.jsonl"]}
 SAMPLING_METHODS = ("grpo", "ppo", "rft", "online_dpo")
 # keys ppo_or_dpo fills in from base (one value for every stage); setting them by hand is an error
 INJECTED = {"grpo": {"temperature": "base.temperature"},
@@ -45,6 +44,7 @@ class AlignParams:
     prompts: Literal["rl", "train", "both"]   # the online methods' prompts: data/prepared/<split>.jsonl
     composite: dict[str, Any]        # the composite reward of grpo and ppo: src.rewards.CompositeParams
     filter_prompts: bool             # online methods: only tasks the SFT policy solves sometimes
+    grpo_rollouts: Literal["sampler", "trl"]   # sampler: src.generation's loop, cut at the body's end; trl: TRL's generate
     max_prompts: int = bounded(0)    # 0 = all (after filtering)
     sampling: dict[str, Any]         # rft/online_dpo rollouts: SamplingParams
     dpo_pairs: Literal["execution", "all"]   # all = execution + human/simulated pairs
@@ -152,7 +152,7 @@ def train_tasks(ctx: MethodContext) -> list[dict]:
 def method_prompts(ctx: MethodContext, filtered: bool = True) -> list[dict]:
     """The online methods' tasks: the split(s) ppo_or_dpo.prompts names (rl rows carry no reference),
     filtered by the reward stage's pass rates (online_prompts) unless `filtered` is False."""
-    tasks = [t for name in PROMPT_SPLITS[ctx.p.prompts] for t in read_split(Path(ctx.data_dir) / name, TASK_COLUMNS)]
+    tasks = read_prompts(ctx.data_dir, ctx.p.prompts, "ppo_or_dpo.prompts")
     p = ctx.p if filtered else dataclasses.replace(ctx.p, filter_prompts=False)
     return online_prompts(tasks, Path(ctx.reward_data) / "task_stats.jsonl", p)
 
@@ -242,9 +242,50 @@ def grpo(ctx: MethodContext) -> Aligned:
     cfg = trl_config(GRPOConfig, "ppo_or_dpo.grpo", ctx.p.grpo, temperature=ctx.base.temperature, reward_weights=w,
                      **ctx.common)
     cb, live = dvclive_callback(ctx.plots_dir, ctx.resume)
+    rollout = (sampler_rollout(ctx.tok, ctx.base.temperature, cfg.top_p, cfg.max_completion_length, ctx.base.seed)
+               if ctx.p.grpo_rollouts == "sampler" else None)
     trainer = GRPOTrainer(model=ctx.policy, reward_funcs=funcs, args=cfg, processing_class=ctx.tok,
-                          train_dataset=Dataset.from_list(tasks), callbacks=[cb])
+                          train_dataset=Dataset.from_list(tasks), callbacks=[cb], rollout_func=rollout)
     return run_trainer(trainer, live, ctx, prompts=len(tasks))
+
+
+def sampler_rollout(tok, temperature: float, top_p: float, max_new_tokens: int, seed: int):
+    """A GRPOTrainer `rollout_func` drawing from src.generation's decoding loop: each distinct prompt of
+    the batch computed once for its samples, rows leaving the batch at EOS or at the body's end (the
+    token that opens the first top-level line, kept as PPO keeps it), instead of TRL's `generate`
+    running every row to EOS. Seeded by the optimizer step (and process), so a resumed run draws what
+    an uninterrupted one would."""
+    import torch
+
+    from src import distributed
+    from src.generation import BodyRule, _TOP_LEVEL, decode_batch, stop_table
+
+    def rollout(prompts: list[str], trainer) -> dict:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        distinct = list(dict.fromkeys(prompts))
+        order = sorted(range(len(prompts)), key=lambda i: distinct.index(prompts[i]))  # a prompt's rows adjacent
+        counts = [prompts.count(q) for q in distinct]
+        tok.padding_side = "left"
+        enc = tok(distinct, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        table = stop_table(tok, model.config.vocab_size)
+        rule = BodyRule(table, len(prompts)) if table is not None else None
+        eos = tok.eos_token_id
+        torch.manual_seed(seed + 1_000_003 * trainer.state.global_step + distributed.rank())
+        training = model.training
+        model.eval()
+        with torch.no_grad():
+            new = decode_batch(model, enc.input_ids, enc.attention_mask, max_new_tokens, temperature, top_p,
+                               list(eos) if isinstance(eos, (list, tuple)) else [eos], rule=rule,
+                               text_rule=None if table is not None else
+                               (lambda ids: bool(_TOP_LEVEL.search(tok.decode(ids, skip_special_tokens=True)))),
+                               repeats=counts)
+        model.train(training)
+        ids = {q: tok(q, add_special_tokens=False).input_ids for q in distinct}
+        completion_ids: list[list[int]] = [[] for _ in prompts]
+        for row, i in zip(new, order):
+            completion_ids[i] = row
+        return {"prompt_ids": [ids[q] for q in prompts], "completion_ids": completion_ids, "logprobs": None}
+    return rollout
 
 
 def ppo(ctx: MethodContext) -> Aligned:
@@ -442,6 +483,10 @@ def validate(raw: dict) -> Validated:
             if key in getattr(p, section):
                 raise UserError(f"params key 'ppo_or_dpo.{section}.{key}' is not set here: every stage uses "
                                 f"{source} (remove the key; change {source} instead)")
+    if p.grpo_rollouts == "sampler" and p.grpo.get("mask_truncated_completions"):
+        raise UserError("params key 'ppo_or_dpo.grpo.mask_truncated_completions': the sampler's rollouts end at "
+                        "the body without EOS, which TRL would mask as truncated (set grpo_rollouts: trl, or "
+                        "leave the key out)")
     if p.method in SAMPLING_METHODS and base.temperature == 0:
         raise UserError(f"params key 'base.temperature': {p.method} samples its rollouts and needs a "
                         "temperature above 0")

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from src.io import UserError, _atomic_write, run_cli, write_json, write_text
+from src.io import UserError, _atomic_write, read_json, run_cli, write_json, write_text
 from src.results import table
 
 STAGES = ("sft", "reward", "ppo_or_dpo")    # stages whose dvclive TSVs become one PNG each
 POLICIES = ("sft", "aligned")
 EVAL_PLOTS = ("targets", "pass_at_k", "by_group")
-PIPELINE = ("prepare", "sft", "reward", "ppo_or_dpo", "evaluate")   # the timing table's row order
+PIPELINE = ("prepare", "sft", "reward", "ppo_or_dpo", "evaluate", "compare")   # the timing table's row order
 
 # (args after `dvc`, folder) -> stdout; tests pass a fake so they need no dvc repository.
 Dvc = Callable[[list[str], Path], str]
@@ -40,15 +40,6 @@ def run_dvc(args: list[str], cwd: Path) -> str:
 def _git(args: list[str], cwd: Path) -> str | None:
     r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     return r.stdout.strip() if r.returncode == 0 else None
-
-
-def read_json(path: Path):
-    if not path.is_file():
-        raise UserError(f"{path}: file not found (run `dvc repro` first)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
 
 
 def _fmt(x, sign: bool = False) -> str:
@@ -222,7 +213,10 @@ def gather_timing(folder: Path) -> dict:
     files = {p.stem: p for p in folder.glob("*.json")}
     if not files:
         raise UserError(f"{folder}: no timing records (run the pipeline first: `dvc repro`)")
-    order = sorted(files, key=lambda s: (PIPELINE.index(s) if s in PIPELINE else len(PIPELINE), s))
+    def rank(stage: str) -> int:   # evaluate@sft ranks as evaluate
+        name = stage.split("@")[0]
+        return PIPELINE.index(name) if name in PIPELINE else len(PIPELINE)
+    order = sorted(files, key=lambda s: (rank(s), s))
     stages, machines = {}, []
     for stage in order:
         record = read_json(files[stage])

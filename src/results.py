@@ -3,7 +3,8 @@ aligned policy against SFT on pass@k and the text metrics, as Markdown. Δ pass@
 standard error (both policies on the same tasks), and so do the Δ pass@5 at the headline and at
 evaluate's low temperature ("low T"): pass@1 up with pass@5 flat is sharpening, both up is learning.
 Each row states its compute (optimizer steps / completions learned from) and, when the table holds an
-`sft_more` run, its aligned pass@1 against that equal-compute control, paired over tasks.
+`sft_more` run with as many optimizer steps on the same `evaluate.split`, its aligned pass@1 against
+that equal-compute control, paired over tasks.
 
     python -m src.results [dvc exp show options, e.g. --rev <commit>] > RESULTS.md
 """
@@ -79,22 +80,32 @@ def aligned_rates(rev: str) -> dict[str, float] | None:
     return run_rates(rev, "aligned")
 
 
+def split_of(params: dict) -> str:
+    return params.get("evaluate.split", "test")   # runs from before the key evaluated on test
+
+
 def versus_control(runs: list, rates) -> dict[str, str]:
-    """Per run name, aligned pass@1 minus the control's (the first `sft_more` run), paired over tasks
-    from `rates(rev)` (per-task pass rates; the ± is left out when they are not available)."""
+    """Per run name, aligned pass@1 minus its control's, paired over tasks from `rates(rev)` (per-task
+    pass rates; the ± is left out when they are not available). A run's control is the first `sft_more`
+    run evaluated on the same split with as many optimizer steps (equal compute); none, no entry."""
     from src.metrics.passk import paired_stderr
-    ctrl = next((r for r in runs if r[2].get("ppo_or_dpo.method") == CONTROL and "aligned" in r[3]), None)
-    if ctrl is None:
-        return {}
-    c_rates = rates(ctrl[1]) if rates else None
+
+    def key(run) -> tuple:
+        return split_of(run[2]), run[3].get("ppo_or_dpo", {}).get("steps")
+    controls: dict[tuple, tuple] = {}
+    for r in runs:
+        if r[2].get("ppo_or_dpo.method") == CONTROL and "aligned" in r[3]:
+            controls.setdefault(key(r), r)
     out = {}
-    for name, rev, _, m in runs:
-        if "aligned" not in m:
+    for name, rev, params, m in runs:
+        ctrl = controls.get(key((name, rev, params, m)))
+        if "aligned" not in m or ctrl is None:
             continue
         if rev == ctrl[1]:
             out[name] = "(control)"
             continue
         d = f"{m['aligned']['pass@1'] - ctrl[3]['aligned']['pass@1']:+.3f}"
+        c_rates = rates(ctrl[1]) if rates else None
         a_rates = rates(rev) if rates and c_rates else None
         out[name] = d + (f" ± {paired_stderr(c_rates, a_rates):.3f}" if a_rates else "")
     return out

@@ -23,16 +23,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
-from src.io import UserError, read_jsonl, run_cli, write_json, write_jsonl, write_timing
+from src.io import UserError, run_cli, write_json, write_jsonl, write_timing
 from src.pairs import (PairParams, best_of_n, build_pairs, pair_stats, read_human_feedback,
                        simulate_human_feedback, split_pairs)
 from src.params import BaseParams, bounded, parse_section, read_params
 from src.reward_model import RewardModelParams
 from src.rollouts import sample_and_execute
 from src.sandbox import SandboxParams
-from src.tasks import TASK_COLUMNS
+from src.tasks import read_prompts
 
-PROMPT_SPLITS = {"rl": ("rl",), "train": ("train",), "both": ("train", "rl")}
 
 
 @dataclasses.dataclass
@@ -46,16 +45,6 @@ class RewardParams(PairParams, RewardModelParams):
     # simulated: a seeded rule-based annotator (never called human); file: only real judgments
     # from the feedback folder; both: real judgments plus simulated ones
     human_feedback: Literal["simulated", "file", "both"]
-
-
-def read_prompts(data_dir: str | Path, prompts: str, max_tasks: int = 0) -> list[dict]:
-    """The tasks `reward.prompts` names (split files in data_dir), the first max_tasks of them (0 = all)."""
-    files = [Path(data_dir) / f"{s}.jsonl" for s in PROMPT_SPLITS[prompts]]
-    tasks = [t for f in files for t in read_jsonl(f, TASK_COLUMNS)]
-    if not tasks:
-        raise UserError(f"reward.prompts is {prompts!r} but {' and '.join(map(str, files))} hold no tasks "
-                        "(check the prepare params: n_rl, rl_frac)")
-    return tasks[:max_tasks] if max_tasks else tasks
 
 
 def task_stats(samples: list[dict]) -> list[dict]:
@@ -100,7 +89,8 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     from src.training import checkpointing, dvclive_logger, file_digest, seed_everything, work_dir
 
     seed_everything(base.seed, base.num_threads)
-    tasks = read_prompts(data_dir, p.prompts, p.max_tasks)
+    tasks = read_prompts(data_dir, p.prompts, "reward.prompts")
+    tasks = tasks[:p.max_tasks] if p.max_tasks else tasks
     policy, tok = load_policy(sft_dir)
     policy.to(distributed.device())
     seconds: dict = {}

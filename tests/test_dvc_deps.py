@@ -50,10 +50,14 @@ def import_closure(module: str, root: Path = ROOT) -> set[str]:
     return files
 
 
+def load_stages(root: Path = ROOT) -> dict[str, dict]:
+    """dvc.yaml's stages, a foreach stage by its `do` body."""
+    return {name: s.get("do", s) for name, s in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].items()}
+
+
 def stage_modules(root: Path = ROOT) -> dict[str, str]:
     """stage -> the module its cmd runs with `-m`."""
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    return {name: re.search(r"-m\s+(src[\w.]*)", s["cmd"]).group(1) for name, s in stages.items()}
+    return {name: re.search(r"-m\s+(src[\w.]*)", s["cmd"]).group(1) for name, s in load_stages(root).items()}
 
 
 def listed_sources(stage: dict, root: Path = ROOT) -> set[str]:
@@ -69,7 +73,7 @@ def listed_sources(stage: dict, root: Path = ROOT) -> set[str]:
 
 
 def deps_mismatch(root: Path = ROOT) -> list[str]:
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    stages = load_stages(root)
     problems = []
     for name, module in stage_modules(root).items():
         needed, listed = import_closure(module, root), listed_sources(stages[name], root)
@@ -80,6 +84,25 @@ def deps_mismatch(root: Path = ROOT) -> list[str]:
 
 def test_every_stage_lists_exactly_the_modules_it_imports():
     assert deps_mismatch() == []
+
+
+def test_each_policy_is_evaluated_by_its_own_stage_and_compare_reads_them_all():
+    """evaluate runs once per policy of evaluate.policies and depends on every evaluate key but the
+    two only compare reads; compare depends on each policy's three files."""
+    import dataclasses
+
+    from src.evaluate import EvaluateParams
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    policies = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]["policies"]
+    assert dvc["evaluate"]["foreach"] == "${evaluate.policies}"
+    keys = {f.name for f in dataclasses.fields(EvaluateParams)}
+    listed = {k.split(".", 1)[1] for k in dvc["evaluate"]["do"]["params"] if k.startswith("evaluate.")}
+    assert listed == keys - {"policies", "targets"}
+    assert {k.split(".", 1)[1] for k in dvc["compare"]["params"]} == {"policies", "targets"}
+    outs = {o.replace("${item}", p) for p in policies for o in dvc["evaluate"]["do"]["outs"]}
+    assert outs == {d for d in dvc["compare"]["deps"] if d.startswith("data/")}
+    assert {f"models/{p}" for p in policies} <= {d.replace("${item}", p) for p in policies
+                                                 for d in dvc["evaluate"]["do"]["deps"]}
 
 
 def test_the_import_graph_is_real():

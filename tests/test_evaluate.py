@@ -41,13 +41,14 @@ def run(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
     (tmp_path / "data/test.jsonl").write_text("".join(json.dumps(t) + "\n" for t in TASKS))
 
-    def go(**evaluate_params):
+    def go(policy=None, **evaluate_params):
         raw = yaml.safe_load((ROOT / "params.yaml").read_text())
         raw["base"].update(temperature=0.8, num_threads=1)
         raw["evaluate"].update(n_samples=2, ks=[1, 2], **evaluate_params)
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
         out = evaluate.main(str(tmp_path / "params.yaml"), str(tmp_path / "data"), str(tmp_path / "models"),
-                            str(tmp_path / "eval.json"), str(tmp_path / "samples"), str(tmp_path / "plots"))
+                            str(tmp_path / "eval.json"), str(tmp_path / "samples"), str(tmp_path / "plots"),
+                            policy=policy)
         return out
     return go
 
@@ -76,5 +77,46 @@ def test_headline_at_base_temperature_and_pass_at_k_again_at_the_low_one(run, tm
 
 def test_low_temperature_null_skips_the_second_pass(run, tmp_path):
     ev = run(low_temperature=None)
-    assert not [k for k in ev["sft"] if "lowtemp" in k] and not (tmp_path / "samples/low_temperature").exists()
+    assert not [k for k in ev["sft"] if "lowtemp" in k]
+    assert (tmp_path / "samples/low_temperature/sft.jsonl").read_text() == ""   # the declared out, empty
     assert ev["sft"]["pass@1"] == 0.5
+
+
+def test_a_stage_per_policy_then_compare_gives_what_one_run_gives(run, tmp_path):
+    """The pipeline's way (evaluate@sft, evaluate@aligned, then compare) writes the same metrics and
+    plot data as evaluating both policies in one call; a policy alone writes no metrics file."""
+    from src import compare
+    whole = run(low_temperature=0.2)
+    plots = {f: (tmp_path / "plots" / f).read_text() for f in ("targets.json", "pass_at_k.json", "by_group.json")}
+    for f in ["eval.json", *(f"plots/{f}" for f in plots)]:
+        (tmp_path / f).unlink()
+    for policy in ("aligned", "sft"):   # order does not matter: each policy's draws are its own
+        assert set(run(policy=policy, low_temperature=0.2)) == {policy}
+    assert not (tmp_path / "eval.json").exists()
+    parts = compare.main(str(tmp_path / "params.yaml"), str(tmp_path / "samples"), str(tmp_path / "eval.json"),
+                         str(tmp_path / "plots"))
+    assert parts == whole and json.loads((tmp_path / "eval.json").read_text()) == whole
+    assert {f: (tmp_path / "plots" / f).read_text() for f in plots} == plots
+
+
+def test_compare_refuses_policies_evaluated_apart(run, tmp_path):
+    """Deltas are paired: a missing policy, or one evaluated on another split or temperature, is named."""
+    from src import compare
+    from src.io import UserError
+    run(policy="sft", low_temperature=0.2)
+    args = (str(tmp_path / "params.yaml"), str(tmp_path / "samples"), str(tmp_path / "eval.json"), str(tmp_path / "plots"))
+    with pytest.raises(UserError, match=r"aligned\.json: no evaluation of policy 'aligned'"):
+        compare.main(*args)
+    run(policy="aligned", low_temperature=None)
+    with pytest.raises(UserError, match=r"aligned\.json: evaluated with other settings than .*sft\.json"):
+        compare.main(*args)
+
+
+def test_split_val_scores_the_val_tasks(run, tmp_path):
+    """evaluate.split=val evaluates data/val.jsonl (settings are chosen there), and says so."""
+    val = [dict(t, task_id=f"V/{i}") for i, t in enumerate(TASKS[:2])]
+    (tmp_path / "data/val.jsonl").write_text("".join(json.dumps(t) + "\n" for t in val))
+    ev = run(split="val", low_temperature=None)
+    assert ev["split"] == "val" and ev["tasks"] == 2
+    rows = [json.loads(x) for x in (tmp_path / "samples/sft.jsonl").read_text().splitlines()]
+    assert {r["task_id"] for r in rows} == {"V/0", "V/1"}

@@ -237,3 +237,15 @@ def test_a_samples_draws_do_not_depend_on_the_other_rows(tok):
     a = generation.generate(model, tok, [short, PROMPT], **args)
     b = generation.generate(model, tok, [short, "x = 1\n" * 5], **args)
     assert a[0] == b[0] and a[1] != b[1]
+
+
+def test_stopper_takes_ids_the_model_has_beyond_the_tokenizer(tok):
+    """A model's vocab may be padded past the tokenizer's (rows no text maps to, which sampling can
+    still pick): with the model's vocab_size those ids add no text and change no decision."""
+    prompt = tok.encode(PROMPT, add_special_tokens=False)
+    extra = len(tok) + 7
+    nl, text = tok.encode("\n", add_special_tokens=False)[0], tok.encode("x", add_special_tokens=False)[0]
+    stop = body_stopper(tok, len(prompt), vocab_size=len(tok) + 8)
+    decisions = [stop(torch.tensor([prompt + row[:k] for row in ([nl, extra, text], [extra, extra, extra])]),
+                      None).tolist() for k in (1, 2, 3)]
+    assert decisions == [[False, False], [False, False], [True, False]]  # "\n", nothing, "x": a top-level line

@@ -90,7 +90,7 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     r = dvc(repo, "repro")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     # each stage recorded its wall time (outside metrics/ and every DVC out), and the run-cache knows every stage
-    for stage in ("prepare", "sft", "reward", "ppo_or_dpo", "evaluate"):
+    for stage in ("prepare", "sft", "reward", "ppo_or_dpo", "evaluate@sft", "evaluate@aligned"):
         assert json.loads((repo / "reports/timing" / f"{stage}.json").read_text())["wall_s"] > 0, stage
     assert run_cache_stages(repo) == set(stage_modules(repo))
     prepared = json.loads((repo / "metrics/prepare.json").read_text())
@@ -138,7 +138,8 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
         original = path.read_text()
         path.write_text(original + "\n# edited\n")
         st = dvc(repo, "status")
-        stale = {line[:-1] for line in st.stdout.splitlines() if line.endswith(":") and not line.startswith("\t")}
+        stale = {line[:-1].split("@")[0] for line in st.stdout.splitlines()   # evaluate@sft: stage evaluate
+                 if line.endswith(":") and not line.startswith("\t")}
         assert stale == {s for s, m in stages.items() if module in import_closure(m, repo)}, (module, st.stdout)
         path.write_text(original)
     assert "up to date" in dvc(repo, "status").stdout
@@ -169,6 +170,8 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     r = dvc(repo, "exp", "run", "--temp", "-S", "ppo_or_dpo.max_prompts=4")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Running stage 'ppo_or_dpo'" in r.stdout and "Running stage 'sft'" not in r.stdout, r.stdout[-3000:]
+    # ... and evaluates the aligned policy only: the SFT policy's evaluation is unchanged
+    assert "Running stage 'evaluate@aligned'" in r.stdout and "Running stage 'evaluate@sft'" not in r.stdout
     # a new rl split re-runs the stages that sample it, not SFT (it depends on train/val only)
     r = dvc(repo, "exp", "run", "--temp", "-S", "prepare.n_rl=24")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -299,6 +299,18 @@ def test_a_hand_set_rollout_temperature_is_rejected_naming_the_key(section, key,
         validate(raw)
 
 
+def test_masking_truncated_grpo_completions_is_refused_with_the_sampler():
+    """The sampler's rollouts end at the body without EOS: TRL would mask every such row as truncated."""
+    from src.io import UserError
+    from src.ppo_or_dpo import validate
+    raw = align_raw()
+    raw["ppo_or_dpo"]["grpo"]["mask_truncated_completions"] = True
+    with pytest.raises(UserError, match=r"'ppo_or_dpo\.grpo\.mask_truncated_completions'.*grpo_rollouts: trl"):
+        validate(raw)
+    raw["ppo_or_dpo"]["grpo_rollouts"] = "trl"
+    assert validate(raw).p.grpo["mask_truncated_completions"] is True
+
+
 def test_ppo_samples_at_base_temperature_and_greedy_is_refused_for_sampling_methods():
     from src.io import UserError
     from src.ppo_or_dpo import SAMPLING_METHODS, validate

@@ -79,3 +79,25 @@ def test_each_method_against_the_control_paired_over_tasks_with_its_compute():
     assert "| main | (default) | 600 / 24,000 | 0.300 ± 0.010 | 0.500 ± 0.020 | +0.200 | +0.100 ± 0.333 |" in lines[2]
     assert "| ctrl | `ppo_or_dpo.method=sft_more` | 600 / 0 |" in lines[3] and "| (control) |" in lines[3]
     assert "| grpo | `ppo_or_dpo.method=grpo` | 600 / 9,600 |" in lines[4] and "| +0.050 ± 0.333 |" in lines[4]
+
+
+def test_the_control_matches_split_and_steps():
+    """A run is compared with the sft_more run of its own split and optimizer steps only: val rows with
+    the val control, a 1,200-step run with a 1,200-step control, none when there is no such run."""
+    def with_(r, rev, steps, split=None):
+        r["rev"] = rev
+        r["data"]["metrics"]["metrics/ppo_or_dpo.json"] = {"data": {"steps": steps}}
+        if split:
+            r["data"]["params"]["params.yaml"]["data"]["evaluate"] = {"split": split}
+        return r
+    main = with_(run("main", "rft", 0.3, 0.5), "a" * 10, 600)
+    exps = [with_(run("ctrl", "sft_more", 0.3, 0.4), "b" * 10, 600),
+            with_(run("ctrl_val", "sft_more", 0.3, 0.2), "c" * 10, 600, "val"),
+            with_(run("rft_val", "rft", 0.3, 0.35), "d" * 10, 600, "val"),
+            with_(run("rft_r2", "rft", 0.3, 0.55), "e" * 10, 1200),
+            with_(run("ctrl_1200", "sft_more", 0.3, 0.45), "f" * 10, 1200),
+            with_(run("grpo_900", "grpo", 0.3, 0.45), "0" * 10, 900)]
+    lines = table([{**main, "experiments": [{"name": e["name"], "revs": [e]} for e in exps]}]).splitlines()[2:]
+    vs = {line.split(" | ")[0][2:]: line.split(" | ")[6] for line in lines}
+    assert vs == {"main": "+0.100", "ctrl": "(control)", "ctrl_val": "(control)", "rft_val": "+0.150",
+                  "rft_r2": "+0.100", "ctrl_1200": "(control)", "grpo_900": "–"}

@@ -31,18 +31,19 @@ def ids(rows):
 
 
 def test_prompts_pick_the_split(prepared):
+    from src.tasks import read_prompts
     data = prepared / "prepared"
     train, rl = read_jsonl(data / "train.jsonl"), read_jsonl(data / "rl.jsonl")
-    assert ids(reward.read_prompts(data, "rl")) == ids(rl)
-    assert ids(reward.read_prompts(data, "train")) == ids(train)
-    assert ids(reward.read_prompts(data, "both")) == ids(train) + ids(rl)
-    assert ids(reward.read_prompts(data, "both", max_tasks=10)) == ids(train) + ids(rl)[:2]
-    assert all(t["canonical_solution"] == "" for t in reward.read_prompts(data, "rl"))
+    assert ids(read_prompts(data, "rl", "reward.prompts")) == ids(rl)
+    assert ids(read_prompts(data, "train", "reward.prompts")) == ids(train)
+    assert ids(read_prompts(data, "both", "reward.prompts")) == ids(train) + ids(rl)
+    assert all(t["canonical_solution"] == "" for t in read_prompts(data, "rl", "reward.prompts"))
     (data / "rl.jsonl").rename(data / "rl.hidden")
     (data / "rl.jsonl").write_text("")
     try:
-        with pytest.raises(UserError, match="reward.prompts is 'rl'.*n_rl"):
-            reward.read_prompts(data, "rl")
+        with pytest.raises(UserError, match="ppo_or_dpo.prompts is 'rl'.*n_rl"):   # the key it is given
+            read_prompts(data, "rl", "ppo_or_dpo.prompts")
+        assert ids(read_prompts(data, "both", "reward.prompts")) == ids(train)   # an empty rl split is allowed
     finally:
         (data / "rl.hidden").replace(data / "rl.jsonl")
 

@@ -152,7 +152,8 @@ def context(tmp_path, tok, samples, method: str, **sections):
     write_jsonl(tmp_path / "reward/samples.jsonl", samples)
     write_jsonl(tmp_path / "reward/task_stats.jsonl", [{"task_id": "T/0", "pass_rate": 0.5}])
     p = AlignParams(method=method, prompts="rl", composite={}, filter_prompts=True, max_prompts=0, sampling={},
-                    dpo_pairs="execution", dpo_require_pass=True, dpo_rerank=False, rm_batch_size=1, dpo={},
+                    grpo_rollouts="sampler", dpo_pairs="execution", dpo_require_pass=True, dpo_rerank=False,
+                    rm_batch_size=1, dpo={},
                     grpo={}, ppo={}, rft={}, online_dpo={}, sft_more={})
     trainer = dict(max_steps=2, per_device_train_batch_size=2, max_length=128, logging_steps=1, use_cpu=True,
                    bf16=False, gradient_checkpointing=False)
@@ -243,3 +244,30 @@ def test_rft_resumes_after_its_last_finished_round(tmp_path, tok, samples, monke
     assert resumed.timing["optimizer_steps"] == full.timing["optimizer_steps"]
     a, b = weights(full.policy), weights(resumed.policy)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_grpo_rollouts_from_the_sampler(tok):
+    """The GRPO rollout_func: rows in the order TRL asks (a prompt repeated per generation, any order),
+    each prompt's ids as the trainer scores them, every completion cut where the body ends (nothing
+    after EOS or the token opening a top-level line), the same draws for the same optimizer step."""
+    from src.generation import truncate_completion
+    from src.ppo_or_dpo import sampler_rollout
+    from tests.test_ppo import tiny_llama
+    model = tiny_llama(tok)
+    model.train()
+    trainer = SimpleNamespace(model=model, state=SimpleNamespace(global_step=3),
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m))
+    prompts = [PROMPT, TRAIN["prompt"], PROMPT, TRAIN["prompt"], PROMPT, PROMPT]
+    rollout = sampler_rollout(tok, 1.0, 1.0, 12, seed=0)
+    out = rollout(prompts, trainer)
+    assert model.training and out["logprobs"] is None
+    assert out["prompt_ids"] == [tok(q, add_special_tokens=False).input_ids for q in prompts]
+    assert len(out["completion_ids"]) == len(prompts) and all(1 <= len(c) <= 12 for c in out["completion_ids"])
+    for c in out["completion_ids"]:
+        assert tok.eos_token_id not in c[:-1]
+        text = tok.decode(c[:-1], skip_special_tokens=True)
+        assert truncate_completion(text) == text   # no top-level line before the last token
+    assert len({tuple(c) for c in out["completion_ids"]}) > 1
+    assert rollout(prompts, trainer) == out
+    trainer.state.global_step = 4
+    assert rollout(prompts, trainer)["completion_ids"] != out["completion_ids"]
