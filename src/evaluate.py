@@ -55,6 +55,14 @@ class EvaluateParams:
     targets: dict[str, float]        # metric -> minimum; `met` says which are reached
 
 
+def verdict_row(r) -> dict:
+    """A sandbox result as a sample row keeps it: without its wall-clock duration, so that a re-run
+    writes the same bytes and dvc.lock stays as it was when nothing changed."""
+    row = r.to_dict()
+    del row["duration_s"]
+    return row
+
+
 def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] | None,
                  p: EvaluateParams, sandbox: SandboxParams, device: str = "cpu",
                  low: list[list[str]] | None = None) -> tuple[dict, list[dict], dict, list[dict]]:
@@ -73,9 +81,9 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
                          results[len(flat) + len(g_flat):])
 
     rb = [ruby_pair(t["prompt"], c, t["canonical_solution"]) for t, c in flat]
-    rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **r.to_dict(), "ruby_level": lvl}
+    rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **verdict_row(r), "ruby_level": lvl}
             for (t, c), r, (_, lvl) in zip(flat, res, rb)]
-    rows += [{"task_id": t["task_id"], "completion": c, "greedy": True, **r.to_dict()}
+    rows += [{"task_id": t["task_id"], "completion": c, "greedy": True, **verdict_row(r)}
              for (t, c), r in zip(g_flat, g_res)]
     counts = passk.task_counts(rows, greedy=False)
     cands = [body(c) for _, c in flat]
@@ -96,7 +104,7 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
     if g_res:
         m["pass@1_greedy"] = sum(r.passed for r in g_res) / len(g_res)
         m["pass@1_greedy_stderr"] = passk.proportion_stderr(m["pass@1_greedy"], len(g_res))
-    low_rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **r.to_dict()}
+    low_rows = [{"task_id": t["task_id"], "completion": c, "greedy": False, **verdict_row(r)}
                 for (t, c), r in zip(l_flat, l_res)]
     if low_rows:
         low_counts = passk.task_counts(low_rows, greedy=False)
