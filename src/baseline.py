@@ -2,7 +2,7 @@
 the "before" row of a real-model experiment.
 
     python -m src.baseline --model smollm2-135m --out reports/baseline/smollm2_humaneval_chat \
-        --set prepare.source=humaneval --set evaluate.prompt_format=chat --set evaluate.n_samples=1 \
+        --set prepare.source=humaneval --set base.prompt_format=chat --set evaluate.n_samples=1 \
         --set base.temperature=0 --set evaluate.low_temperature=null --set evaluate.greedy=false
 
 `--model` is what `sft.base_model` takes (a packaged alias, a hub id or a folder); each `--set key=value`

@@ -27,6 +27,7 @@ from typing import Literal, Optional
 
 from src.io import UserError, read_split, run_cli, write_json, write_jsonl, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
+from src.prompting import check_chat
 from src.sandbox import STATUSES, Job, SandboxParams, execute
 from src.tasks import TASK_COLUMNS
 
@@ -44,8 +45,6 @@ class EvaluateParams:
     max_new_tokens: int = bounded(1)
     batch_size: int = bounded(1)
     greedy: bool                     # also decode greedily once per task (pass@1_greedy)
-    prompt_format: Literal["completion", "chat"]   # chat: the tokenizer's chat template (src/prompting.py)
-    instruction: str                 # chat: what the user asks before the fenced prompt
     ks: list[int]
     text_tokenize: Literal["code", "whitespace"]
     bertscore_model: str             # `minilm` = the packaged all-MiniLM-L6-v2; or a hub id / folder
@@ -127,18 +126,13 @@ def score_policy(tasks: list[dict], samples: list[list[str]], greedy: list[str] 
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}, rows, by_group, low_rows
 
 
-def _sampler(model, tok, tasks: list[dict], p: EvaluateParams, seed: int):
-    """sample(n, temperature, top_p) -> n bodies per task; chat answers turned into bodies."""
-    from src.generation import generate
-    from src.prompting import answer_to_body, chat_prompt
-    chat = p.prompt_format == "chat"
-    prompts = [chat_prompt(tok, t["prompt"], p.instruction) if chat else t["prompt"] for t in tasks]
+def _sampler(model, tok, tasks: list[dict], p: EvaluateParams, base: BaseParams):
+    """sample(n, temperature, top_p) -> n bodies per task, the policy asked as base.prompt_format says."""
+    from src.generation import sample_bodies
 
     def sample(n: int, temperature: float, top_p: float) -> list[list[str]]:
-        out = generate(model, tok, prompts, n, temperature, top_p, p.max_new_tokens, p.batch_size,
-                       seed, progress=True, body_only=not chat)
-        return [[answer_to_body(a, t["entry_point"]) for a in answers] if chat else answers
-                for t, answers in zip(tasks, out)]
+        return sample_bodies(model, tok, tasks, n, temperature, top_p, p.max_new_tokens, p.batch_size,
+                             base.seed, base.chat, progress=True)[0]
     return sample
 
 
@@ -151,10 +145,8 @@ def evaluate_policy(name: str, model_dir: str, tasks: list[dict], p: EvaluatePar
     t0 = time.time()
     model, tok = load_policy(model_dir)
     model.to(distributed.device())
-    if p.prompt_format == "chat" and not getattr(tok, "chat_template", None):
-        raise UserError(f"params key 'evaluate.prompt_format': chat, but {model_dir} has no "
-                        "chat template (use completion)")
-    sample = _sampler(model, tok, tasks, p, base.seed)
+    check_chat(tok, base, model_dir)
+    sample = _sampler(model, tok, tasks, p, base)
     samples = sample(p.n_samples, base.temperature, p.top_p)
     greedy = [g[0] for g in sample(1, 0.0, 1.0)] if p.greedy else None
     low = sample(p.n_samples, p.low_temperature, p.top_p) if p.low_temperature is not None else None

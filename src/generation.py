@@ -12,6 +12,8 @@ import re
 import weakref
 from typing import Sequence
 
+from src.prompting import answer_to_body, body_indent, code_closed, policy_prompt
+
 # A completion is a function body: it ends where a line starts at column 0 (a new def, print, ...).
 _TOP_LEVEL = re.compile(r"\n(?=\S)")
 _TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -260,9 +262,11 @@ def decode_batch(model, input_ids, attention_mask, max_new_tokens: int, temperat
 
 def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: float, top_p: float,
              max_new_tokens: int, batch_size: int, seed: int, progress: bool = False,
-             body_only: bool = True) -> list[list[str]]:
+             body_only: bool = True, stop_after_code: bool = False) -> list[list[str]]:
     """Return n completions for each prompt (greedy when temperature == 0): function bodies, cut at the
-    first top-level line, or with `body_only=False` whole answers that end at EOS or the token limit.
+    first top-level line, or with `body_only=False` whole answers that end at EOS or the token limit,
+    and with `stop_after_code` also once the answer's code block is closed (src.prompting.code_closed:
+    what follows cannot change the code taken from it, so the code is the same as without the stop).
 
     Requests (prompt x sample) are sorted by prompt length so batches pad little, and each prompt of a
     batch is computed once for its samples there; each batch is seeded from `seed` and its index, so the
@@ -289,6 +293,11 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
     def whole_text_rule(ids: list[int]) -> bool:  # tokenizers that may rewrite earlier text
         return bool(_TOP_LEVEL.search(tokenizer.decode(ids, skip_special_tokens=True)))
 
+    def code_rule(ids: list[int]) -> bool:  # decodes the answer only when a backtick has just come
+        return "`" in tokenizer.decode(ids[-1:]) and code_closed(tokenizer.decode(ids, skip_special_tokens=True))
+
+    text_rule = whole_text_rule if body_only and table is None else code_rule if stop_after_code and not body_only else None
+
     texts_done: list[tuple[int, str]] = []  # (position in requests, text) of this process's batches
     starts = list(range(0, len(requests), batch_size))[rank::world]  # this process's batches
     bar = tqdm(total=sum(len(requests[s:s + batch_size]) for s in starts), desc="generate",
@@ -304,7 +313,7 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
         rule = BodyRule(table, len(chunk)) if table is not None else None
         with torch.inference_mode():  # ~5% faster than no_grad on CPU; the ids are only decoded
             ids = decode_batch(model, enc.input_ids, enc.attention_mask, max_new_tokens, temperature, top_p,
-                               eos_ids, rule=rule, text_rule=whole_text_rule if body_only and table is None else None,
+                               eos_ids, rule=rule, text_rule=text_rule,
                                repeats=counts)
         texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
         texts_done += [(start + k, truncate_completion(t) if body_only else t) for k, t in enumerate(texts)]
@@ -316,3 +325,18 @@ def generate(model, tokenizer, prompts: Sequence[str], n: int, temperature: floa
     if greedy and n > 1:
         out = [o * n for o in out]
     return out
+
+
+def sample_bodies(model, tokenizer, tasks: Sequence[dict], n: int, temperature: float, top_p: float,
+                  max_new_tokens: int, batch_size: int, seed: int, chat: str | None = None,
+                  progress: bool = False) -> tuple[list[list[str]], list[list[str]] | None]:
+    """n function bodies per task, the policy asked as base.prompt_format says: the task's prompt
+    (completion), or with `chat` (the instruction) through the chat template, each answer sampled until
+    its code block closes and turned into a body. Returns (bodies, the chat answers or None)."""
+    prompts = [policy_prompt(tokenizer, t["prompt"], chat) for t in tasks]
+    out = generate(model, tokenizer, prompts, n, temperature, top_p, max_new_tokens, batch_size, seed,
+                   progress=progress, body_only=chat is None, stop_after_code=chat is not None)
+    if chat is None:
+        return out, None
+    return [[answer_to_body(a, t["entry_point"], body_indent(t["prompt"])) for a in answers]
+            for t, answers in zip(tasks, out)], out

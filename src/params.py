@@ -20,9 +20,16 @@ from src.io import UserError
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 floats: `dvc exp run -S` writes small values as 1e-05, which YAML 1.1 reads as a string."""
+    """YAML 1.2 scalars, as DVC writes params.yaml: floats like 1e-05 (`dvc exp run -S` writes small
+    values so; YAML 1.1 reads a string) and booleans only true/false (`-S key=no` is written unquoted,
+    which YAML 1.1 would read as False: TRL's eval_strategy "no", for one)."""
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
                               re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
@@ -146,4 +153,13 @@ class BaseParams:
     accelerate: str                     # configs/accelerate/<name>.yaml: how dvc.yaml launches the stages
     # the one sampling temperature of rollouts, prompt filtering, the reward stage and headline pass@1
     temperature: float = bounded(0)
+    # how every stage asks the policy (src/prompting.py): the prompt as is, or an instruct model's chat
+    # template around `instruction` and the fenced prompt
+    prompt_format: Literal["completion", "chat"]
+    instruction: str
+
+    @property
+    def chat(self) -> str | None:
+        """The instruction when the policy is asked through its chat template, else None."""
+        return self.instruction if self.prompt_format == "chat" else None
 

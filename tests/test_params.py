@@ -66,6 +66,15 @@ def test_unknown_section_and_bad_yaml(tmp_path):
         read_params(tmp_path / "nope.yaml")
 
 
+def test_params_are_read_as_yaml_1_2_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S sft.train.eval_strategy=no` writes `no` unquoted and 1e-5 as 1e-05: YAML 1.2 reads
+    a string and a float (YAML 1.1 would read False and a string)."""
+    p = tmp_path / "params.yaml"
+    p.write_text("sft: {train: {eval_strategy: no, learning_rate: 1e-05, bf16: false, use_cpu: True, x: on}}\n")
+    assert read_params(p)["sft"]["train"] == {"eval_strategy": "no", "learning_rate": 1e-05, "bf16": False,
+                                              "use_cpu": True, "x": "on"}
+
+
 def test_repository_params_are_valid():
     """Every section of the committed params.yaml validates against its stage's dataclass."""
     from src.evaluate import EvaluateParams

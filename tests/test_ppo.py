@@ -324,3 +324,20 @@ def test_ppo_samples_at_base_temperature_and_greedy_is_refused_for_sampling_meth
             validate(raw)
     raw["ppo_or_dpo"]["method"] = "dpo"  # offline pairs: nothing sampled here
     assert validate(raw).p.method == "dpo"
+
+
+def test_chat_prompts_are_refused_by_the_methods_that_score_bodies():
+    """base.prompt_format: chat trains on prompt -> answer rows (rft, online_dpo, sft_more); the methods
+    whose pairs, rewards and rollouts are completion-form bodies refuse it, naming the key."""
+    from src.io import UserError
+    from src.ppo_or_dpo import CHAT_METHODS, METHODS, validate
+    raw = align_raw()
+    raw["base"]["prompt_format"] = "chat"
+    for method in METHODS:
+        raw["ppo_or_dpo"]["method"] = method
+        if method in CHAT_METHODS:
+            assert validate(raw).base.chat == raw["base"]["instruction"]
+        else:
+            with pytest.raises(UserError, match=rf"'base.prompt_format': chat works with .*; {method} asks"):
+                validate(raw)
+    assert set(CHAT_METHODS) == {"rft", "online_dpo", "sft_more"}

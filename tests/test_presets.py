@@ -15,7 +15,7 @@ from tests.test_pipeline import tiny_repo
 
 PRESETS = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
 # what a preset leaves to the user, passed as `-S` the way the preset's header says
-USER_SETS = {"smollm2_gpu": ["-S", "prepare.path=/data/mbpp.jsonl"]}
+USER_SETS = {name: ["-S", "prepare.path=/data/mbpp.jsonl"] for name in ("smollm2_gpu", "smollm2_cpu")}
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def in_root(monkeypatch):
 
 
 def test_the_brief_presets_exist():
-    assert {"fast", "research", "production", "smollm2_gpu", "hub_coder", "seed_composite"} <= set(PRESETS)
+    assert {"fast", "research", "production", "smollm2_gpu", "smollm2_cpu", "hub_coder", "seed_composite"} <= set(PRESETS)
 
 
 def test_seed_composite_restores_the_seeds_reward_on_prompts_with_references():

