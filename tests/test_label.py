@@ -482,7 +482,7 @@ def label_section(monkeypatch):
 def test_cli_builds_the_app_from_params_and_flags(tmp_path, label_section):
     from src.label import build_app
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({"base": {"seed": 1, "num_threads": 1, "checkpoint_steps": 0, "resume": False, "accelerate": "cpu", "temperature": 0.8},
+    params.write_text(json.dumps({"base": {"seed": 1, "num_threads": 1, "checkpoint_steps": 0, "resume": False, "accelerate": "cpu", "temperature": 0.8, "prompt_format": "completion", "instruction": ""},
                                   "label": {**PARAMS, "port": 8765}}), encoding="utf-8")   # JSON is YAML
     samples = write_samples(tmp_path / "samples.jsonl")
     app, p = build_app(str(params), str(samples), str(tmp_path / "fb"), None, "dana",
