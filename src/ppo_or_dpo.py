@@ -226,8 +226,7 @@ def sft_more(ctx: MethodContext) -> Aligned:
     cfg = trl_config(SFTConfig, "ppo_or_dpo.sft_more", ctx.p.sft_more, **ctx.common)
     cb, live = dvclive_callback(ctx.plots_dir, ctx.resume)
     trainer = SFTTrainer(model=ctx.policy, args=cfg, processing_class=ctx.tok, callbacks=[cb],
-                         train_dataset=Dataset.from_list(policy_rows(prompt_completion_rows(train), ("completion",),
-                                                                     ctx.tok, ctx.base.chat)))
+                         train_dataset=Dataset.from_list(prompt_completion_rows(train, ctx.tok, ctx.base.chat)))
     ctx.tok.padding_side = "right"
     return run_trainer(trainer, live, ctx)
 
@@ -400,7 +399,8 @@ def rft_rows(samples: list[dict], train: list[dict], q: RFTParams, seed: int, to
     from src.training import prompt_completion_rows
     kept = keep_passing(samples, q.keep_per_task, seed)
     rows = [{"prompt": k["prompt"], "completion": k["completion"]} for k in kept]
-    return kept, policy_rows(rows + (prompt_completion_rows(train) if q.mix_train else []), ("completion",), tok, chat)
+    return kept, policy_rows(rows, ("completion",), tok, chat) + \
+        (prompt_completion_rows(train, tok, chat) if q.mix_train else [])
 
 
 def rft(ctx: MethodContext) -> Aligned:

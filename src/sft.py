@@ -23,10 +23,8 @@ from typing import Any
 
 from src.io import UserError, read_split, run_cli, timing_keys, write_json, write_timing
 from src.params import BaseParams, bounded, parse_section, read_params
-from src.prompting import check_chat, policy_rows
+from src.prompting import check_chat
 from src.tasks import TASK_COLUMNS
-
-KEYS = ("completion",)   # the body column of the training rows
 
 
 @dataclasses.dataclass
@@ -156,8 +154,8 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     callback, live = dvclive_callback(plots_dir, resume, global_step=True,
                                       resume_step=last_checkpoint_step(work) if resume else None)
     trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, peft_config=peft_config,
-                         train_dataset=Dataset.from_list(policy_rows(prompt_completion_rows(train), KEYS, tok, base.chat)),
-                         eval_dataset=Dataset.from_list(policy_rows(prompt_completion_rows(val), KEYS, tok, base.chat)),
+                         train_dataset=Dataset.from_list(prompt_completion_rows(train, tok, base.chat)),
+                         eval_dataset=Dataset.from_list(prompt_completion_rows(val, tok, base.chat)),
                          callbacks=[callback, *stopping, *(callbacks or [])])
     t0 = time.time()
     if resume:

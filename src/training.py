@@ -99,9 +99,12 @@ def full_state_dict(trainer) -> dict | None:
     return None
 
 
-def prompt_completion_rows(tasks: list[dict]) -> list[dict]:
-    """TRL's prompt-completion format from tasks (prompt -> canonical body)."""
-    return [{"prompt": t["prompt"], "completion": t["canonical_solution"]} for t in tasks]
+def prompt_completion_rows(tasks: list[dict], tokenizer=None, chat: str | None = None) -> list[dict]:
+    """TRL's prompt-completion format from tasks (prompt -> canonical body), as the policy is asked
+    (base.chat: src.prompting.policy_rows)."""
+    from src.prompting import policy_rows
+    return policy_rows([{"prompt": t["prompt"], "completion": t["canonical_solution"]} for t in tasks],
+                       ("completion",), tokenizer, chat)
 
 
 def dvclive_logger(plots_dir: str, resume: bool = False):
