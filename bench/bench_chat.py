@@ -59,7 +59,7 @@ def main() -> None:
         out = generation.generate(model, tok, prompts, stop_after_code=stop, **args)
         seconds = time.perf_counter() - t0
         tokens = sum(len(tok(x, add_special_tokens=False).input_ids) for o in out for x in o)
-        bodies = [answer_to_body(x, t["entry_point"]) for t, o in zip(tasks, out) for x in o]
+        bodies = [answer_to_body(x, t["prompt"], t["entry_point"]) for t, o in zip(tasks, out) for x in o]
         runs[name] = (seconds, tokens, bodies)
         print(f"{name:22s} {seconds:7.1f} s  {tokens:6d} answer tokens  {tokens / seconds:6.1f} tokens/s  "
               f"{len(bodies) / seconds:.2f} answers/s")

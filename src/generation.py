@@ -12,7 +12,7 @@ import re
 import weakref
 from typing import Sequence
 
-from src.prompting import answer_to_body, body_indent, code_closed, policy_prompt
+from src.prompting import answer_to_body, code_closed, policy_prompt
 
 # A completion is a function body: it ends where a line starts at column 0 (a new def, print, ...).
 _TOP_LEVEL = re.compile(r"\n(?=\S)")
@@ -338,5 +338,5 @@ def sample_bodies(model, tokenizer, tasks: Sequence[dict], n: int, temperature: 
                    progress=progress, body_only=chat is None, stop_after_code=chat is not None)
     if chat is None:
         return out, None
-    return [[answer_to_body(a, t["entry_point"], body_indent(t["prompt"])) for a in answers]
+    return [[answer_to_body(a, t["prompt"], t["entry_point"]) for a in answers]
             for t, answers in zip(tasks, out)], out

@@ -98,11 +98,13 @@ def body_indent(prompt: str) -> str:
     return indent or "    "
 
 
-def answer_to_body(answer: str, entry_point: str, indent: str = "    ") -> str:
-    """A chat answer -> the completion that follows the task's prompt: the body of `entry_point` (its
-    docstring dropped, indented by `indent`: body_indent of the prompt), then the imports, helpers and
+def answer_to_body(answer: str, prompt: str, entry_point: str) -> str:
+    """A chat answer -> the completion that follows the task's `prompt`: the body of `entry_point` (its
+    docstring dropped, indented as the prompt's body is: body_indent), then the imports, helpers and
     constants the answer defines at top level, so the body finds them when it runs. An answer without
-    that function is returned indented as a body (it will most likely fail, as it should)."""
+    that function is returned indented as a body (it will most likely fail, as it should). The prompt,
+    not an indent, is the argument, so no caller can fall back to 4 spaces where the prompt uses 2."""
+    indent = body_indent(prompt)
     code = answer_code(answer).expandtabs(4)
     tree = _parse_prefix(code)
     fn = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))

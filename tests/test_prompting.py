@@ -31,13 +31,13 @@ ANSWERS = {  # a chat answer -> does the program it becomes pass?
 
 def test_answers_become_programs_that_pass_or_fail_as_they_should():
     names = list(ANSWERS)
-    bodies = [answer_to_body(ANSWERS[n][0], "hyp") for n in names]
+    bodies = [answer_to_body(ANSWERS[n][0], PROMPT, "hyp") for n in names]
     results = execute([Job(PROMPT, b, TEST, "hyp") for b in bodies], SANDBOX)
     assert {n: r.passed for n, r in zip(names, results)} == {n: ANSWERS[n][1] for n in names}
 
 
 def test_body_drops_the_docstring_and_self_tests_and_keeps_helpers():
-    body = answer_to_body(ANSWERS["fenced, docstring, helper, import, self-test"][0], "hyp")
+    body = answer_to_body(ANSWERS["fenced, docstring, helper, import, self-test"][0], PROMPT, "hyp")
     assert body.startswith("    return sqrt(square(a) + square(b))\n")
     assert "Hypotenuse" not in body and "print(" not in body and "assert" not in body
     assert "\nfrom math import sqrt\n" in body and "\ndef square(x):\n    return x * x\n" in body
@@ -119,10 +119,10 @@ def test_training_rows_in_chat_are_the_fenced_whole_function():
                      "completion": "```python\n" + PROMPT + "    return math.hypot(a, b)\n```"}]
     # the answer a chat policy is trained to write becomes the body it was made from (the prompt's
     # import comes back after it, as any answer's imports do) and the program passes
-    body = answer_to_body(chat[0]["completion"], "hyp")
+    body = answer_to_body(chat[0]["completion"], PROMPT, "hyp")
     assert body == rows[0]["completion"] + "\n\nimport math\n"
     assert execute([Job(PROMPT, body, TEST, "hyp")], SANDBOX)[0].passed
-    assert answer_to_body(reference_answer("def g():\n", "    return 1\n"), "g") == "    return 1\n"
+    assert answer_to_body(reference_answer("def g():\n", "    return 1\n"), "def g():\n", "g") == "    return 1\n"
 
 
 def test_a_body_takes_the_indentation_of_its_prompt():
@@ -132,8 +132,8 @@ def test_a_body_takes_the_indentation_of_its_prompt():
     test = "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(-1) == -2\n"
     answer = "```python\ndef double(x):\n    y = x * 2\n    return y\n```"
     assert body_indent(prompt) == "  " and body_indent(PROMPT) == "    " and body_indent("def f():\n") == "    "
-    body = answer_to_body(answer, "double", body_indent(prompt))
+    body = answer_to_body(answer, prompt, "double")
     assert body == "  y = x * 2\n  return y\n"
-    four = answer_to_body(answer, "double")
+    four = answer_to_body(answer, prompt.replace("\n  ", "\n    "), "double")   # the body of a 4-space prompt
     ok, bad = execute([Job(prompt, body, test, "double"), Job(prompt, four, test, "double")], SANDBOX)
     assert ok.passed and bad.status == "syntax_error"
