@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from src.io import UserError, is_timing_key
+from src.prompting import policy_rows
 
 
 def seed_everything(seed: int, num_threads: int) -> None:
@@ -102,7 +103,6 @@ def full_state_dict(trainer) -> dict | None:
 def prompt_completion_rows(tasks: list[dict], tokenizer=None, chat: str | None = None) -> list[dict]:
     """TRL's prompt-completion format from tasks (prompt -> canonical body), as the policy is asked
     (base.chat: src.prompting.policy_rows)."""
-    from src.prompting import policy_rows
     return policy_rows([{"prompt": t["prompt"], "completion": t["canonical_solution"]} for t in tasks],
                        ("completion",), tokenizer, chat)
 
