@@ -7,8 +7,9 @@ The model is the default shape of params.yaml (sft: layers, width, heads, vocabu
 initialised, with a byte-level BPE trained on synthetic tasks (src.tasks.synthetic).
 - The limit: torch.matmul FLOP/s over the model's linear layers at a training batch's shapes (rows =
   sequences x padded length) and at a decoding step's (rows = the sampling batch).
-- SFT: forward + backward + AdamW on batches of `sft.train.per_device_train_batch_size` tasks (prompt +
-  reference, padded to the longest, as TRL's collator does): 6 x linear weights FLOPs per position
+- SFT: forward + backward + AdamW on random batches of an optimizer step's tasks (per-device batch x
+  accumulation; prompt + reference, padded to the longest as one batch: the pipeline's micro-batches of
+  similar lengths pad less): 6 x linear weights FLOPs per position
   (attention aside). "real" counts non-padding tokens only: the useful share. The pipeline's own SFT rate
   (TRL trainer: logging, evaluation, checkpoints included) is read from reports/timing.json if present.
 - Sampling: src.generation.generate on the tasks' prompts as the reward stage samples them (reward:
@@ -82,7 +83,8 @@ def main() -> None:
     model, tok = build(tasks, argparse.Namespace(model=None))
     shapes = linear_shapes(model.config)
     n_linear = sum(k * n for k, n in shapes)
-    batch = params["sft"]["train"]["per_device_train_batch_size"]
+    train = params["sft"]["train"]
+    batch = train["per_device_train_batch_size"] * train.get("gradient_accumulation_steps", 1)  # one optimizer step's
     print(f"default model: {n_linear / 1e6:.2f}M weights in linear layers; {args.threads} thread(s)")
 
     padded, real, rows = sft_rate(model, tok, tasks, batch, args.steps)

@@ -192,12 +192,12 @@ def run_sft(ctx, ours: bool) -> dict:
     dv = None
     rows = [{"prompt": t["prompt"], "completion": t["canonical_solution"]} for t in ctx["tasks"]]
     if ours:
-        from src.training import dvclive_callback, prompt_completion_rows, trl_config
+        from src.training import dvclive_callback, prompt_completion_rows, sft_trainer, trl_config
         cfg = trl_config(SFTConfig, "sft.train", values, **fixed(work, True, ctx["base"]))
         cb, live = dvclive_callback(str(tmpdir(ctx["tmp"], "plots")))
         dv = timed_dvclive(cb)
-        trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, callbacks=[cb],
-                             train_dataset=Dataset.from_list(prompt_completion_rows(ctx["tasks"])))
+        trainer = sft_trainer(model=model, args=cfg, processing_class=tok, callbacks=[cb],
+                              train_dataset=Dataset.from_list(prompt_completion_rows(ctx["tasks"])))
     else:
         cfg = SFTConfig(**values, **fixed(work, False, ctx["base"]))
         trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, train_dataset=Dataset.from_list(rows))

@@ -219,14 +219,14 @@ def dpo(ctx: MethodContext) -> Aligned:
 def sft_more(ctx: MethodContext) -> Aligned:
     """The control: more supervised fine-tuning on the train tasks with TRL's SFTTrainer."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    from src.training import dvclive_callback, prompt_completion_rows, trl_config
+    from src.training import dvclive_callback, prompt_completion_rows, sft_trainer, trl_config
     train = train_tasks(ctx)
     cfg = trl_config(SFTConfig, "ppo_or_dpo.sft_more", ctx.p.sft_more, **ctx.common)
     cb, live = dvclive_callback(ctx.plots_dir, ctx.resume)
-    trainer = SFTTrainer(model=ctx.policy, args=cfg, processing_class=ctx.tok, callbacks=[cb],
-                         train_dataset=Dataset.from_list(prompt_completion_rows(train, ctx.tok, ctx.base.chat)))
+    trainer = sft_trainer(model=ctx.policy, args=cfg, processing_class=ctx.tok, callbacks=[cb],
+                          train_dataset=Dataset.from_list(prompt_completion_rows(train, ctx.tok, ctx.base.chat)))
     ctx.tok.padding_side = "right"
     return run_trainer(trainer, live, ctx)
 
@@ -408,9 +408,9 @@ def rft(ctx: MethodContext) -> Aligned:
     distinct passing programs (at most keep_per_task per task) and trains on them with TRL's SFTTrainer
     (completion-only loss), plus the labelled train split when mix_train."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    from src.training import dvclive_callback, trl_config
+    from src.training import dvclive_callback, sft_trainer, trl_config
     q = ctx.rft
     train = train_tasks(ctx) if q.mix_train else []
 
@@ -421,8 +421,8 @@ def rft(ctx: MethodContext) -> Aligned:
                             "ppo_or_dpo.rft.samples_per_prompt, or set ppo_or_dpo.rft.mix_train: true)")
         cfg = trl_config(SFTConfig, "ppo_or_dpo.rft.sft", q.sft, **{**ctx.common, "output_dir": info["output_dir"]})
         cb, live = dvclive_callback(ctx.plots_dir, info["resume"] or not info["first"])
-        trainer = SFTTrainer(model=ctx.policy, args=cfg, processing_class=ctx.tok, callbacks=[cb],
-                             train_dataset=Dataset.from_list(rows))
+        trainer = sft_trainer(model=ctx.policy, args=cfg, processing_class=ctx.tok, callbacks=[cb],
+                              train_dataset=Dataset.from_list(rows))
         ctx.tok.padding_side = "right"
         return trainer, live, {"programs_kept": len(kept), "tasks_kept": len({k["task_id"] for k in kept}),
                                "train_rows": len(rows)}

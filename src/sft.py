@@ -119,12 +119,12 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     p = parse_section(SFTParams, raw.get("sft"), "sft")
 
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from src import distributed
     from src.models import save_policy
     from src.training import (checkpointing, dvclive_callback, file_digest, full_state_dict, prompt_completion_rows,
-                              seed_everything, trl_config, work_dir)
+                              seed_everything, sft_trainer, trl_config, work_dir)
 
     seed_everything(base.seed, base.num_threads)
     train = read_split(Path(data_dir) / "train.jsonl", TASK_COLUMNS)
@@ -153,10 +153,10 @@ def main(params_path: str, data_dir: str, out_dir: str, metrics_path: str, plots
     # curves against the optimizer step: the val loss (every eval_steps) and train loss share an axis
     callback, live = dvclive_callback(plots_dir, resume, global_step=True,
                                       resume_step=last_checkpoint_step(work) if resume else None)
-    trainer = SFTTrainer(model=model, args=cfg, processing_class=tok, peft_config=peft_config,
-                         train_dataset=Dataset.from_list(prompt_completion_rows(train, tok, base.chat)),
-                         eval_dataset=Dataset.from_list(prompt_completion_rows(val, tok, base.chat)),
-                         callbacks=[callback, *stopping, *(callbacks or [])])
+    trainer = sft_trainer(model=model, args=cfg, processing_class=tok, peft_config=peft_config,
+                          train_dataset=Dataset.from_list(prompt_completion_rows(train, tok, base.chat)),
+                          eval_dataset=Dataset.from_list(prompt_completion_rows(val, tok, base.chat)),
+                          callbacks=[callback, *stopping, *(callbacks or [])])
     t0 = time.time()
     if resume:
         print(f"sft: resuming from the last checkpoint in {work}")

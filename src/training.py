@@ -45,6 +45,24 @@ def trl_config(config_cls, section: str, values: dict[str, Any], **fixed):
         raise UserError(f"params section '{section}': {e}") from None
 
 
+def sft_trainer(**kwargs):
+    """TRL's SFTTrainer built from kwargs. With `train_sampling_strategy: batch_rebalance` (each optimizer
+    step's batch drawn at random, then split across the accumulated micro-batches by length) the batches
+    follow the config's data_seed: transformers builds that sampler with a fixed seed of its own, so
+    base.seed would not move the data order."""
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
+    from trl import SFTTrainer
+
+    class Trainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if isinstance(sampler, BatchRebalanceSampler):
+                sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return sampler
+
+    return Trainer(**kwargs)
+
+
 class _NoLive:
     """What processes other than the main one get instead of a dvclive.Live: they log nothing."""
 

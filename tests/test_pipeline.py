@@ -19,14 +19,17 @@ TINY = {
     "prepare": {"n_train": 60, "n_val": 10, "n_test": 8, "n_rl": 20},
     "sft": {"vocab_size": 300, "corpus_stdlib_mb": 0.0, "n_layer": 2, "d_model": 32, "n_head": 2,
             "d_ff": 64, "max_len": 256,
-            "train": {"num_train_epochs": 1, "per_device_train_batch_size": 16, "logging_steps": 1}},
+            # batches of 16 as 4 accumulated micro-batches of 4: the default's batch_rebalance path
+            "train": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4,
+                      "logging_steps": 1}},
     "reward": {"max_tasks": 16, "samples_per_task": 3, "max_new_tokens": 24, "gen_batch_size": 32,
                "epochs": 1, "batch_size": 8, "max_length": 128},
     "ppo_or_dpo": {"filter_prompts": False, "max_prompts": 8,
                    "dpo_require_pass": False,  # a tiny policy passes too little to leave a pair
                    "sampling": {"max_new_tokens": 16, "batch_size": 16},
                    "rft": {"samples_per_prompt": 2,
-                           "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1}},
+                           "sft": {"max_steps": 2, "per_device_train_batch_size": 4,
+                                   "gradient_accumulation_steps": 1, "logging_steps": 1}},
                    "online_dpo": {"rounds": 1, "samples_per_prompt": 2,
                                   "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 256,
                                           "logging_steps": 1}},
@@ -35,7 +38,8 @@ TINY = {
                    "grpo": {"num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 16,
                             "max_steps": 2, "logging_steps": 1},
                    "ppo": {"steps": 2, "batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 16},
-                   "sft_more": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1}},
+                   "sft_more": {"max_steps": 2, "per_device_train_batch_size": 4,
+                                "gradient_accumulation_steps": 1, "logging_steps": 1}},
     "evaluate": {"n_samples": 2, "max_new_tokens": 24, "ks": [1, 2], "batch_size": 16},
 }
 

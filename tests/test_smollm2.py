@@ -23,12 +23,14 @@ def test_smollm2_mbpp_to_humaneval(tmp_path):
         "prepare": {"source": "mbpp", "path": str(MBPP), "n_train": 6, "n_val": 2, "n_test": 3, "n_rl": 4,
                     "test_source": "humaneval"},
         "sft": {"base_model": "smollm2-135m", "cache_dir": str(tmp_path / "cache"), "lora": True, "lora_r": 4,
-                "lora_alpha": 8, "train": {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 384,
+                "lora_alpha": 8, "train": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                                           "max_length": 384,
                                            "logging_steps": 1, "learning_rate": 0.0001}},
         "reward": {"max_tasks": 4, "samples_per_task": 2, "max_new_tokens": 48, "gen_batch_size": 8,
                    "epochs": 1, "batch_size": 2, "max_length": 384},
         # 2 short samples rarely pass: rft trains on the train references too (mix_train, the default)
         "ppo_or_dpo": {"method": "rft", "rft": {"sft": {"max_steps": 2, "per_device_train_batch_size": 2,
+                                                       "gradient_accumulation_steps": 1,
                                                        "max_length": 448, "logging_steps": 1}}},
         "evaluate": {"max_tasks": 3, "n_samples": 2, "max_new_tokens": 64, "ks": [1, 2], "batch_size": 6},
     }
