@@ -39,12 +39,13 @@ def steps_of(t, accumulate: int) -> list[list[list[int]]]:
 
 
 def test_micro_batches_split_each_random_batch_by_length_with_less_padding(tok, tmp_path):
-    one = steps_of(trainer(tok, tmp_path, 16, 1), 1)
+    whole = trainer(tok, tmp_path, 16, 1)
+    one = steps_of(whole, 1)
     four = steps_of(trainer(tok, tmp_path, 4, 4), 4)
     assert len(one) == len(four) == 3  # 48 rows, batches of 16
     # the same rows per optimizer step, whatever the split
     assert [sorted(i for m in step for i in m) for step in one] == [sorted(i for m in step for i in m) for step in four]
-    length = [len(r) for r in trainer(tok, tmp_path, 16, 1).train_dataset["input_ids"]]
+    length = [len(r) for r in whole.train_dataset["input_ids"]]
 
     def padded(step):
         return sum(len(m) * max(length[i] for i in m) for m in step)
