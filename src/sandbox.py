@@ -73,7 +73,14 @@ from src.params import bounded
 
 ROOT = str(Path(__file__).resolve().parents[1])
 _REC = "__sandbox_assert__"
-_UID_BASE = 1_990_000_000  # samples' uids when run as root: one per worker, owning nothing
+# Samples' uids when run as root, owning nothing: 256 per process (one per worker), from its pid, so the
+# sandboxes of two processes on one machine (experiments queued side by side, tests beside a pipeline)
+# never share a uid, and closing one never kills the other's samples. pid < 2**22: under 2**31.
+_UID_BASE = 1_000_000_000
+
+
+def _sample_uid(index: int) -> int:
+    return _UID_BASE + 256 * os.getpid() + index
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",  # same set order
         "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}  # each run; few malloc arenas under RLIMIT_AS
 # Imported once per worker, so children need not (and, as another uid, maybe cannot) import them.
@@ -668,7 +675,8 @@ def _bwrap_usable(p: SandboxParams) -> bool:
 
     key = tuple(_bwrap_argv(p))
     if key not in _PROBED:
-        drop = f"import os; os.setgroups([]); os.setresgid(*[{_UID_BASE}] * 3); os.setresuid(*[{_UID_BASE}] * 3); "
+        uid = _sample_uid(0)
+        drop = f"import os; os.setgroups([]); os.setresgid(*[{uid}] * 3); os.setresuid(*[{uid}] * 3); "
         code = (drop if os.geteuid() == 0 else "") + "import xml.dom"
         _PROBED[key] = shutil.which("bwrap") is not None and subprocess.run(
             [*key, sys.executable, "-s", "-c", code], env=_ENV, stdout=subprocess.DEVNULL,
@@ -704,7 +712,7 @@ class _Worker:
         self.tmp = None if backend == "bwrap" else tempfile.mkdtemp(prefix="sandbox-")
         if self.tmp:
             os.chmod(self.tmp, 0o711)  # the sample uid may enter its own workdir only
-        self.uid = _UID_BASE + index if os.geteuid() == 0 else None
+        self.uid = _sample_uid(index) if os.geteuid() == 0 else None
         cfg = dict(dataclasses.asdict(p), uid=self.uid, pidns=backend == "bwrap", tmp=self.tmp or "/tmp",
                    keep=_bound_under(_HIDDEN) if backend == "bwrap" else [])
         argv = [*(_bwrap_argv(p) if backend == "bwrap" else []), sys.executable, "-s", "-c", _BOOT, ROOT,

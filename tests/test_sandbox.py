@@ -38,7 +38,7 @@ def run(jobs, backend):
 
 
 def sandbox_processes() -> list[str]:
-    """Processes of the sample uids, and anything a worker forked that is still there."""
+    """Processes of this process's sample uids, and anything a worker forked that is still there."""
     ppid, info = {}, {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -49,7 +49,8 @@ def sandbox_processes() -> list[str]:
             continue
         ppid[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
         info[int(pid)] = (uid, cmd)
-    left = [f"{p} uid={u} {c}" for p, (u, c) in info.items() if sb._UID_BASE <= u < sb._UID_BASE + 256]
+    own = range(sb._sample_uid(0), sb._sample_uid(256))  # this process's: not a pipeline's beside it
+    left = [f"{p} uid={u} {c}" for p, (u, c) in info.items() if u in own]
     for pool in sb._POOLS.values():
         for w in pool.workers:
             top = [w.proc.pid]  # bwrap -> its init -> the worker's python
