@@ -38,10 +38,11 @@ repro: venv sysdeps
 	PATH=$(abspath $(VENV))/bin:$$PATH dvc repro
 
 # Test files spread over PYTEST_WORKERS processes (pytest-xdist; a file's tests stay in one process, so
-# its module fixtures are built once): 2 fill a 2-core machine, each test process on one thread.
+# its module fixtures are built once): 2 fill a 2-core machine, each test process on one thread. Files in
+# collection order, the slow ones first (tests/conftest.py), not xdist's default of the most tests first.
 PYTEST_WORKERS ?= 2
 test: venv sysdeps
-	PATH=$(abspath $(VENV))/bin:$$PATH python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
+	PATH=$(abspath $(VENV))/bin:$$PATH python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 bench: venv sysdeps
 	PATH=$(abspath $(VENV))/bin:$$PATH python bench/bench_execute.py

@@ -19,3 +19,11 @@ needs_mbpp = pytest.mark.skipif(not MBPP.exists() and os.environ.get("CI") != "t
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "model: loads a local pretrained model")
+    config.addinivalue_line("markers", "slow: minutes of work; its file is handed out first")
+
+
+def pytest_collection_modifyitems(items):
+    """Files with slow tests first: `make test` hands files to its processes in this order
+    (--no-loadscope-reorder), so the long ones start at once and the short ones fill in around them;
+    xdist's default order (the files with the most tests first) handed them out last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

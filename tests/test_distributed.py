@@ -13,6 +13,8 @@ import yaml
 
 from tests.test_pipeline import TINY, merge
 
+pytestmark = pytest.mark.slow
+
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 # Float sums in another order (gloo all-reduce of two half-batch gradients vs one batch) drift by
 # rounding only. Stated tolerances: losses within 1e-3 relative; SFT weights within 2e-3 absolute

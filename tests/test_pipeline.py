@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT
 from tests.test_dvc_deps import import_closure, stage_modules
+
+pytestmark = pytest.mark.slow
 
 TINY = {
     "base": {"num_threads": 1},
@@ -82,6 +85,15 @@ def run_cache_stages(repo: Path) -> set[str]:
     modules = {m: s for s, m in stage_modules(repo).items()}
     entries = [f for f in (repo / ".dvc/cache/runs").glob("*/*/*") if f.is_file()]
     return {modules[re.search(r"-m\s+(src[\w.]*)", yaml.safe_load(f.read_text())["cmd"]).group(1)] for f in entries}
+
+
+def exp_file(repo: Path, name: str, path: str) -> str:
+    """A file as the experiment `name` committed it (refs/exps/.../<name>)."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=repo,
+                          capture_output=True, text=True, check=True).stdout.split()
+    ref, = [r for r in refs if r.endswith("/" + name)]
+    return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout
 
 
 def plot_data(repo: Path) -> dict[str, bytes]:
@@ -172,13 +184,20 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
     assert sorted(first_plots) == sorted(second_plots)
     assert [n for n in first_plots if first_plots[n] != second_plots[n]] == []
     assert not [n for n in first_plots if "runtime" in n or "per_second" in n or "time" in n.rsplit("/", 1)[-1]]
-    # an experiment in a fresh copy (as a queued one runs) that changes only ppo_or_dpo params takes SFT
-    # from the run-cache instead of training it again
-    r = dvc(repo, "exp", "run", "--temp", "-S", "ppo_or_dpo.max_prompts=4")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "Running stage 'ppo_or_dpo'" in r.stdout and "Running stage 'sft'" not in r.stdout, r.stdout[-3000:]
-    # ... and evaluates the aligned policy only: the SFT policy's evaluation is unchanged
-    assert "Running stage 'evaluate@aligned'" in r.stdout and "Running stage 'evaluate@sft'" not in r.stdout
+    # each method as an experiment in a fresh copy (as a queued one runs): it takes SFT from the run-cache
+    # instead of training it again, trains the aligned policy, and evaluates the aligned policy only
+    for method in ("grpo", "ppo", "sft_more"):
+        r = dvc(repo, "exp", "run", "--temp", "-n", method, "-S", f"ppo_or_dpo.method={method}")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "Running stage 'ppo_or_dpo'" in r.stdout and "Running stage 'sft'" not in r.stdout, r.stdout[-3000:]
+        assert "Running stage 'evaluate@aligned'" in r.stdout and "Running stage 'evaluate@sft'" not in r.stdout
+        m = json.loads(exp_file(repo, method, "metrics/ppo_or_dpo.json"))
+        assert m["method"] == method and m["steps"] == 2
+        curves = [c for c in exp_file(repo, method, "plots/ppo_or_dpo/plots/metrics").split() if c.endswith(".tsv")]
+        assert curves and all(exp_file(repo, method, f"plots/ppo_or_dpo/plots/metrics/{c}").count("\n") >= 2
+                              for c in curves), curves
+        ev = json.loads(exp_file(repo, method, "metrics/eval.json"))
+        assert "pass@1" in ev["aligned"] and ev["sft"] == json.loads((repo / "metrics/eval.json").read_text())["sft"]
     # a new rl split re-runs the stages that sample it, not SFT (it depends on train/val only)
     r = dvc(repo, "exp", "run", "--temp", "-S", "prepare.n_rl=24")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

