@@ -87,13 +87,14 @@ def run_cache_stages(repo: Path) -> set[str]:
     return {modules[re.search(r"-m\s+(src[\w.]*)", yaml.safe_load(f.read_text())["cmd"]).group(1)] for f in entries}
 
 
-def exp_file(repo: Path, name: str, path: str) -> str:
-    """A file as the experiment `name` committed it (refs/exps/.../<name>)."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=repo,
-                          capture_output=True, text=True, check=True).stdout.split()
-    ref, = [r for r in refs if r.endswith("/" + name)]
-    return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True, text=True,
-                          check=True).stdout
+def git_out(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def exp_ref(repo: Path, name: str) -> str:
+    """The ref of the experiment `name` (refs/exps/<baseline>/<name>)."""
+    ref, = [r for r in git_out(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split() if r.endswith("/" + name)]
+    return ref
 
 
 def plot_data(repo: Path) -> dict[str, bytes]:
@@ -191,13 +192,14 @@ def test_dvc_repro_runs_every_stage_end_to_end(tmp_path):
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "Running stage 'ppo_or_dpo'" in r.stdout and "Running stage 'sft'" not in r.stdout, r.stdout[-3000:]
         assert "Running stage 'evaluate@aligned'" in r.stdout and "Running stage 'evaluate@sft'" not in r.stdout
-        m = json.loads(exp_file(repo, method, "metrics/ppo_or_dpo.json"))
+        ref = exp_ref(repo, method)
+        m = json.loads(git_out(repo, "show", f"{ref}:metrics/ppo_or_dpo.json"))
         assert m["method"] == method and m["steps"] == 2
-        curves = [c for c in exp_file(repo, method, "plots/ppo_or_dpo/plots/metrics").split() if c.endswith(".tsv")]
-        assert curves and all(exp_file(repo, method, f"plots/ppo_or_dpo/plots/metrics/{c}").count("\n") >= 2
-                              for c in curves), curves
-        ev = json.loads(exp_file(repo, method, "metrics/eval.json"))
-        assert "pass@1" in ev["aligned"] and ev["sft"] == json.loads((repo / "metrics/eval.json").read_text())["sft"]
+        curves = git_out(repo, "ls-tree", "--name-only", ref, "plots/ppo_or_dpo/plots/metrics/").split()
+        assert curves and all(git_out(repo, "show", f"{ref}:{c}").count("\n") >= 2 for c in curves), curves
+        ev = json.loads(git_out(repo, "show", f"{ref}:metrics/eval.json"))
+        assert "pass@1" in ev["aligned"] and "delta" in ev
+        assert ev["sft"] == json.loads((repo / "metrics/eval.json").read_text())["sft"]
     # a new rl split re-runs the stages that sample it, not SFT (it depends on train/val only)
     r = dvc(repo, "exp", "run", "--temp", "-S", "prepare.n_rl=24")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
